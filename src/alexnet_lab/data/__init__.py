@@ -1,0 +1,7 @@
+"""LightningDataModules and batched tensor transforms (no Lightning module, no networks)."""
+
+from alexnet_lab.data.cifar10 import CIFAR10DataModule, DataError
+from alexnet_lab.data.loader import TensorBatches
+from alexnet_lab.data.transforms import Normalize, random_crop, random_hflip
+
+__all__ = ["CIFAR10DataModule", "DataError", "Normalize", "TensorBatches", "random_crop", "random_hflip"]

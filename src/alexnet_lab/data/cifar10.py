@@ -1,0 +1,338 @@
+"""CIFAR-10 as uint8 tensors: found in any of its usual forms, decoded once into a cache, served from the device."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import pickle
+import re
+import tarfile
+from collections.abc import Iterable
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from alexnet_lab.data.loader import TensorBatches
+from alexnet_lab.data.transforms import Normalize
+
+log = logging.getLogger(__name__)
+
+BATCHES_DIR = "cifar-10-batches-py"
+BATCH_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+CACHE_VERSION = 1
+
+
+class DataError(RuntimeError):
+    """Data that cannot be found or read; the message names the thing and the fix."""
+
+
+Split = tuple[torch.Tensor, torch.Tensor]  # uint8 images (N, 3, 32, 32), int64 labels (N,)
+
+
+# ----------------------------------------------------------------------------------------------- readers
+
+
+def _unpickle(data: bytes, name: str) -> dict:
+    try:
+        return pickle.loads(data, encoding="bytes")
+    except Exception as err:  # any unpickling failure means a corrupt file
+        raise DataError(f"corrupt CIFAR-10 batch file {name} ({type(err).__name__}); re-download or re-extract it") from err
+
+
+def _decode_batches(files: dict[str, bytes], where: str) -> dict:
+    """Official python-format batches (name -> raw bytes) into train/test splits."""
+    missing = [f for f in BATCH_FILES if f not in files]
+    if missing:
+        raise DataError(f"{where} lacks {', '.join(missing)}; re-extract cifar-10-python.tar.gz there")
+    splits: dict[str, list[Split]] = {"train": [], "test": []}
+    for name in BATCH_FILES[:-1]:
+        batch = _unpickle(files[name], f"{where}/{name}")
+        try:
+            images = torch.from_numpy(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32).copy())
+            labels = torch.tensor(batch[b"labels"], dtype=torch.int64)
+        except (KeyError, ValueError, TypeError) as err:
+            raise DataError(f"corrupt CIFAR-10 batch file {where}/{name} ({err}); re-extract it") from err
+        if len(images) != len(labels):
+            raise DataError(f"corrupt CIFAR-10 batch file {where}/{name}: {len(images)} images, {len(labels)} labels")
+        splits["test" if name == "test_batch" else "train"].append((images, labels))
+    meta = _unpickle(files["batches.meta"], f"{where}/batches.meta")
+    classes = [c.decode() for c in meta.get(b"label_names", [])]
+    return _assemble(splits, classes)
+
+
+def _decode_image(data: bytes, name: str) -> torch.Tensor:
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            rgb = np.asarray(img.convert("RGB"))
+    except (UnidentifiedImageError, OSError, ValueError) as err:
+        raise DataError(f"cannot decode image {name} ({err}); delete or replace the file") from err
+    if rgb.shape[:2] != (32, 32):
+        raise DataError(f"image {name} is {rgb.shape[1]}x{rgb.shape[0]}, CIFAR-10 images are 32x32; fix the source")
+    return torch.from_numpy(rgb.copy()).permute(2, 0, 1)
+
+
+def _decode_tree(entries: Iterable[tuple[str, str, str, bytes]], where: str) -> dict:
+    """(split, class, name, bytes) entries of a train/<class>/* + test/<class>/* tree into splits."""
+    by_split: dict[str, dict[str, list[tuple[str, bytes]]]] = {"train": {}, "test": {}}
+    for split, cls, name, data in entries:
+        by_split[split].setdefault(cls, []).append((name, data))
+    classes = sorted(by_split["train"])
+    if not classes:
+        raise DataError(f"{where} has no train/<class>/ images; point data.path at a CIFAR-10 class-folder tree")
+    if sorted(by_split["test"]) != classes:
+        raise DataError(f"{where}: test/ classes {sorted(by_split['test'])} differ from train/ classes {classes}")
+    splits: dict[str, list[Split]] = {"train": [], "test": []}
+    for split, per_class in by_split.items():
+        for label, cls in enumerate(classes):
+            files = sorted(per_class[cls])
+            images = torch.stack([_decode_image(data, f"{where}/{split}/{cls}/{name}") for name, data in files])
+            splits[split].append((images, torch.full((len(files),), label, dtype=torch.int64)))
+    return _assemble(splits, classes, mix=True)
+
+
+def _assemble(splits: dict[str, list[Split]], classes: list[str], mix: bool = False) -> dict:
+    """Concatenate the parts of each split; ``mix`` puts class-sorted trees into a fixed random order, as the
+    official batches are, so that a limited number of batches still covers every class."""
+    out: dict = {"classes": classes, "version": CACHE_VERSION}
+    for split, parts in splits.items():
+        images, labels = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+        if mix:
+            order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))
+            images, labels = images[order], labels[order]
+        out[f"{split}_images"], out[f"{split}_labels"] = images.contiguous(), labels
+    return out
+
+
+def _tree_root(folder: Path) -> Path | None:
+    """``folder`` or its single subfolder holding train/ and test/ class folders."""
+    for cand in [folder, *sorted(p for p in folder.iterdir() if p.is_dir())]:
+        if (cand / "train").is_dir() and (cand / "test").is_dir():
+            return cand
+    return None
+
+
+def _read_tree_folder(root: Path) -> dict:
+    def entries() -> Iterable[tuple[str, str, str, bytes]]:
+        for split in ("train", "test"):
+            for cls_dir in sorted(p for p in (root / split).iterdir() if p.is_dir()):
+                files = [f for f in sorted(cls_dir.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
+                if not files:
+                    raise DataError(f"class folder {cls_dir} holds no PNG or JPEG images; add them or remove the folder")
+                for f in files:
+                    yield split, cls_dir.name, f.name, f.read_bytes()
+
+    return _decode_tree(entries(), str(root))
+
+
+_TREE_MEMBER = re.compile(r"(?:^|/)(train|test)/([^/]+)/([^/]+)$")
+
+
+def _read_archive(path: Path) -> dict:
+    """A .tar.gz of the official batches or of a class-folder tree, read straight into tensors (not unpacked)."""
+    batches: dict[str, bytes] = {}
+    tree: list[tuple[str, str, str, bytes]] = []
+    try:
+        with tarfile.open(path, "r:*") as tar:
+            for member in tar:
+                if not member.isfile():
+                    continue
+                parts = member.name.split("/")
+                if len(parts) >= 2 and parts[-2] == BATCHES_DIR and parts[-1] in BATCH_FILES:
+                    batches[parts[-1]] = tar.extractfile(member).read()
+                elif (m := _TREE_MEMBER.search(member.name)) and Path(m[3]).suffix.lower() in IMAGE_SUFFIXES:
+                    tree.append((m[1], m[2], m[3], tar.extractfile(member).read()))
+    except (tarfile.TarError, OSError, EOFError) as err:
+        raise DataError(f"corrupt or truncated archive {path} ({err}); download it again") from err
+    if batches:
+        return _decode_batches(batches, f"{path}:{BATCHES_DIR}")
+    if tree:
+        return _decode_tree(tree, str(path))
+    raise DataError(f"archive {path} holds neither {BATCHES_DIR}/ nor train/<class>/ + test/<class>/ images")
+
+
+def _is_archive(path: Path) -> bool:
+    return path.is_file() and path.name.endswith((".tar.gz", ".tgz", ".tar"))
+
+
+def find_source(path: Path) -> tuple[str, Path]:
+    """The first usable source at ``path``: batches folder, class-folder tree, then archive."""
+    if _is_archive(path):
+        return "archive", path
+    if path.is_dir():
+        for cand in (path, path / BATCHES_DIR):
+            if (cand / "batches.meta").exists() or cand.name == BATCHES_DIR and cand.is_dir():
+                return "batches", cand
+        if (root := _tree_root(path)) is not None:
+            return "tree", root
+        archives = sorted(p for p in path.iterdir() if _is_archive(p))
+        if archives:
+            return "archive", archives[0]
+    raise FileNotFoundError(path)
+
+
+def read_source(kind: str, path: Path) -> dict:
+    if kind == "batches":
+        return _decode_batches({f: (path / f).read_bytes() for f in BATCH_FILES if (path / f).is_file()}, str(path))
+    if kind == "tree":
+        return _read_tree_folder(path)
+    return _read_archive(path)
+
+
+def _cache_file(cache_dir: Path, source: Path) -> Path:
+    stat = source.stat()
+    key = hashlib.sha1(f"{source.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{CACHE_VERSION}".encode()).hexdigest()
+    return cache_dir / f"cifar10-uint8-{key[:10]}.pt"
+
+
+def _atomic_save(obj: dict, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+# ------------------------------------------------------------------------------------------- datamodule
+
+
+class CIFAR10DataModule(L.LightningDataModule):
+    """CIFAR-10 from an official batches folder, a class-folder image tree, a .tar.gz of either, or a download.
+
+    The first read decodes everything into a uint8 tensor cache in ``cache_dir``; later runs load it in about
+    a second. The whole dataset then sits on the training device and batches are index slices of it
+    (see :class:`TensorBatches`); crop and flip run on whole batches there.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        cache_dir: str,
+        download: bool = False,
+        num_classes: int = 10,
+        batch_size: int = 128,
+        eval_batch_size: int | None = None,
+        val_size: int = 5000,
+        split_seed: int = 0,
+        crop_padding: int = 4,
+        hflip: bool = True,
+        mean: list[float] | None = None,
+        std: list[float] | None = None,
+    ) -> None:
+        super().__init__()
+        self.path, self.cache_dir, self.download = Path(path).expanduser(), Path(cache_dir).expanduser(), download
+        self.num_classes = num_classes
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
+        self.val_size, self.split_seed = val_size, split_seed
+        self.crop_padding, self.hflip = crop_padding, hflip
+        self.normalize = Normalize(mean, std)
+        self.classes: list[str] = []
+        self.splits: dict[str, Split] = {}
+
+    # -- finding and caching
+
+    def _source(self) -> tuple[str, Path]:
+        try:
+            return find_source(self.path)
+        except FileNotFoundError:
+            pass
+        if self.download:
+            from torchvision.datasets import CIFAR10
+
+            try:
+                CIFAR10(str(self.cache_dir), train=True, download=True)
+            except Exception as err:  # network errors come in many types
+                raise DataError(f"CIFAR-10 download to {self.cache_dir} failed ({err}); set data.path to a local copy") from err
+            return "batches", self.cache_dir / BATCHES_DIR
+        raise DataError(
+            f"no CIFAR-10 data at {self.path}: expected {BATCHES_DIR}/, train/<class>/ + test/<class>/ image folders, "
+            "or a .tar.gz of either; set data.path (or ALEXNET_CIFAR10) to one, or data.download=true"
+        )
+
+    def cache_path(self) -> Path:
+        kind, source = self._source()
+        return _cache_file(self.cache_dir, source)
+
+    def prepare_data(self) -> None:
+        kind, source = self._source()
+        cache = _cache_file(self.cache_dir, source)
+        if cache.exists():
+            return
+        log.info("decoding CIFAR-10 (%s) from %s into %s", kind, source, cache)
+        data = read_source(kind, source)
+        data["source"] = str(source)
+        _atomic_save(data, cache)
+
+    def _load_cache(self) -> dict:
+        cache = self.cache_path()
+        if not cache.exists():
+            self.prepare_data()
+        try:
+            return torch.load(cache, mmap=True, weights_only=True)
+        except Exception as err:
+            raise DataError(f"unreadable CIFAR-10 cache {cache} ({err}); delete it to rebuild it") from err
+
+    # -- splits
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        data = self._load_cache()
+        self.classes = list(data["classes"])
+        if len(self.classes) != self.num_classes:
+            raise DataError(f"data has {len(self.classes)} classes, data.num_classes is {self.num_classes}; fix one")
+        train_x, train_y = data["train_images"], data["train_labels"]
+        n = len(train_y)
+        if not 0 <= self.val_size < n:
+            raise DataError(f"data.val_size={self.val_size} must be in [0, {n}); 0 validates on the test split")
+        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        # the validation split is fixed by split_seed alone, so runs with different seeds share it
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.split_seed))
+        val_idx, train_idx = perm[: self.val_size], perm[self.val_size :].sort().values
+        test = (data["test_images"].to(device), data["test_labels"].to(device))
+        self.splits = {
+            "train": (train_x[train_idx].to(device), train_y[train_idx].to(device)),
+            "val": (train_x[val_idx].to(device), train_y[val_idx].to(device)) if self.val_size else test,
+            "test": test,
+        }
+
+    @property
+    def val_split_name(self) -> str:
+        return f"{self.val_size} images held out of train" if self.val_size else "test split (data.val_size=0)"
+
+    def _epoch(self) -> int:
+        return self.trainer.current_epoch if self.trainer is not None else 0
+
+    def _loader(self, split: str, train: bool) -> TensorBatches:
+        images, labels = self.splits[split]
+        trainer = self.trainer
+        return TensorBatches(
+            images,
+            labels,
+            self.batch_size if train else self.eval_batch_size,
+            self.normalize,
+            shuffle=train and not (trainer is not None and trainer.overfit_batches),  # overfit: fixed batches
+            drop_last=train,
+            crop_padding=self.crop_padding if train else 0,
+            hflip=self.hflip and train,
+            seed=torch.initial_seed() if train else 0,
+            epoch_fn=self._epoch,
+            rank=trainer.global_rank if trainer is not None else 0,
+            world_size=trainer.world_size if trainer is not None else 1,
+        )
+
+    def train_dataloader(self) -> TensorBatches:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> TensorBatches:
+        return self._loader("val", train=False)
+
+    def test_dataloader(self) -> TensorBatches:
+        return self._loader("test", train=False)

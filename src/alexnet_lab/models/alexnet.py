@@ -1,0 +1,70 @@
+"""The 2012 paper's ImageNet network, with a switch for everything the paper ablates."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from alexnet_lab.models import layers as L
+
+
+class AlexNet(nn.Module):
+    """AlexNet (Krizhevsky et al., 2012): five convolutions and three fully connected layers.
+
+    ``groups=2`` reproduces the two-GPU connectivity: conv2, conv4 and conv5 see only the channels of their
+    own tower, conv3 and the fully connected layers see both. A 224x224 input with ``conv1_padding=2``
+    (or 227x227 with 0) gives 55x55x96 after conv1 and 6x6x256 before fc6.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 1000,
+        norm: L.Norm = "lrn",
+        pool: L.Pool = "overlapping",
+        activation: L.Activation = "relu",
+        dropout: float = 0.5,
+        groups: int = 2,
+        conv1_padding: int = 2,
+        lrn: dict | None = None,
+        init: str = "default",
+    ) -> None:
+        super().__init__()
+        act = dict(act=activation)
+        self.features = nn.Sequential(
+            *L.conv_block(3, 96, 11, stride=4, padding=conv1_padding, norm=norm, lrn=lrn, **act),
+            L.pool(pool),
+            *L.conv_block(96, 256, 5, padding=2, groups=groups, norm=norm, lrn=lrn, **act),
+            L.pool(pool),
+            *L.conv_block(256, 384, 3, padding=1, **act),
+            *L.conv_block(384, 384, 3, padding=1, groups=groups, **act),
+            *L.conv_block(384, 256, 3, padding=1, groups=groups, **act),
+            L.pool(pool),
+        )
+        self.classifier = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(256 * 6 * 6, 4096),
+            L.activation(activation),
+            nn.Dropout(dropout),
+            nn.Linear(4096, 4096),
+            L.activation(activation),
+            nn.Dropout(dropout),
+            nn.Linear(4096, num_classes),
+        )
+        if init == "paper":
+            paper_init(self)
+        elif init != "default":
+            raise ValueError(f"unknown init {init!r}: use default or paper")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+def paper_init(net: AlexNet) -> None:
+    """Weights N(0, 0.01); biases 1 in conv2, conv4, conv5, fc6 and fc7 (the ReLUs start positive), else 0."""
+    convs = [m for m in net.features if isinstance(m, nn.Conv2d)]
+    fcs = [m for m in net.classifier if isinstance(m, nn.Linear)]
+    ones = {convs[1], convs[3], convs[4], fcs[0], fcs[1]}
+    for layer in convs + fcs:
+        nn.init.normal_(layer.weight, 0.0, 0.01)
+        if layer.bias is not None:
+            nn.init.constant_(layer.bias, 1.0 if layer in ones else 0.0)

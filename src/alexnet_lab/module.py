@@ -1,0 +1,120 @@
+"""The LightningModule: cross-entropy, top-1/top-5 error per stage, optimizer and scheduler from config."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MeanMetric, MinMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+OptimizerFactory = Callable[..., torch.optim.Optimizer]
+SchedulerFactory = Callable[..., Any]
+
+
+class StageMetrics(nn.Module):
+    """Loss, top-1 and top-5 accuracy of one stage, accumulated on the device with ``update()`` (no host sync)."""
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.loss = MeanMetric()
+        self.top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
+        self.top5 = MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro")
+
+    def update(self, loss: torch.Tensor, logits: torch.Tensor, target: torch.Tensor) -> None:
+        self.loss.update(loss, weight=target.numel())
+        self.top1.update(logits, target)
+        self.top5.update(logits, target)
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        """Epoch values, errors in percent."""
+        return {
+            "loss": self.loss.compute(),
+            "top1_err": 100.0 * (1.0 - self.top1.compute()),
+            "top5_err": 100.0 * (1.0 - self.top5.compute()),
+        }
+
+    def reset(self) -> None:
+        for metric in (self.loss, self.top1, self.top5):
+            metric.reset()
+
+
+class Classifier(L.LightningModule):
+    """Trains any image classifier ``net`` with cross-entropy.
+
+    ``optimizer`` and ``scheduler`` are factories (Hydra ``_partial_``) that still need the parameters and the
+    optimizer. The network itself is never pickled into hparams: ``run_config`` (the composed Hydra config
+    as plain containers) is stored instead, so a checkpoint knows how to rebuild its network.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: OptimizerFactory | None,
+        scheduler: SchedulerFactory | None = None,
+        num_classes: int = 10,
+        monitor: str = "val/top1_err",
+        channels_last: bool = False,
+        run_config: dict | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
+        self.net = net.to(memory_format=torch.channels_last) if channels_last else net
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        # one metrics object per stage ("train" is taken by nn.Module, hence the suffix)
+        self.metrics = nn.ModuleDict({f"{stage}_": StageMetrics(num_classes) for stage in ("train", "val", "test")})
+        self.val_top1_err_best = MinMetric()
+        self.val_top1_err_best.persistent(True)  # kept in checkpoints so a resumed run remembers its best
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.hparams.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.net(x)
+
+    def _step(self, stage: str, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        x, y = batch
+        logits = self(x)
+        loss = F.cross_entropy(logits, y)
+        self.metrics[f"{stage}_"].update(loss.detach(), logits.detach(), y)
+        return loss
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self._step("train", batch)
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._step("val", batch)
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._step("test", batch)
+
+    def _log_epoch(self, stage: str, keys: tuple[str, ...]) -> dict[str, torch.Tensor]:
+        values = self.metrics[f"{stage}_"].compute()
+        self.metrics[f"{stage}_"].reset()
+        self.log_dict({f"{stage}/{k}": values[k] for k in keys})  # compute() already reduced across ranks
+        return values
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch("train", ("loss", "top1_err"))
+
+    def on_validation_epoch_end(self) -> None:
+        values = self._log_epoch("val", ("loss", "top1_err", "top5_err"))
+        if not self.trainer.sanity_checking:
+            self.val_top1_err_best.update(values["top1_err"])
+            self.log("val/top1_err_best", self.val_top1_err_best.compute())
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test", ("loss", "top1_err", "top5_err"))
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer=optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "monitor": self.hparams.monitor, "interval": "epoch"},
+        }

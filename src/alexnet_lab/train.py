@@ -1,0 +1,134 @@
+"""``alexnet-train``: train one network on one dataset, test it, and write metrics.json (a Hydra app)."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import TensorBoardLogger
+from omegaconf import DictConfig, OmegaConf
+
+from alexnet_lab import cli
+from alexnet_lab.module import Classifier
+
+log = logging.getLogger(__name__)
+
+FINAL_METRICS = ("val/top1_err", "val/top5_err", "test/top1_err", "test/top5_err")
+
+
+def build(cfg: DictConfig, seed: int) -> tuple[L.LightningDataModule, Classifier, L.Trainer]:
+    """DataModule, LightningModule and Trainer from a composed config."""
+    datamodule = instantiate(cfg.data)
+    run_config = OmegaConf.to_container(cfg, resolve=True)
+    run_config["seed"] = seed
+    module = Classifier(
+        net=instantiate(cfg.model),
+        optimizer=instantiate(cfg.optimizer),
+        scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+        num_classes=cfg.data.num_classes,
+        channels_last=cfg.channels_last,
+        run_config=run_config,
+    )
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    return datamodule, module, trainer
+
+
+def log_hparams(trainer: L.Trainer, cfg: DictConfig) -> None:
+    """Fill TensorBoard's HPARAMS tab: the run's hyperparameters against its final metric tags.
+
+    Only the hparams summary is written; the plugin shows the last value each metric tag has in the run,
+    i.e. the real final val/test errors already logged as scalars (no placeholder, no extra points).
+    """
+    from torch.utils.tensorboard.summary import hparams
+
+    params = cli.flatten({k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("model", "data", "optimizer")})
+    params.update(seed=cfg.seed, max_epochs=cfg.trainer.max_epochs, precision=str(cfg.trainer.precision))
+    params = {k: v for k, v in params.items() if k.split(".")[-1] not in ("_target_", "_partial_", "path", "cache_dir")}
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            writer = logger.experiment._get_file_writer()
+            for summary in hparams(params, dict.fromkeys(FINAL_METRICS, 0.0)):
+                writer.add_summary(summary)
+            logger.experiment.flush()
+
+
+def scalar_metrics(trainer: L.Trainer, prefix: str = "") -> dict[str, float]:
+    return {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(prefix)}
+
+
+def config_summary(cfg: DictConfig) -> dict[str, Any]:
+    pick = {k: OmegaConf.to_container(cfg[k], resolve=True) if cfg.get(k) else None for k in ("model", "optimizer", "scheduler")}
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    trainer = {k: cfg.trainer.get(k) for k in ("accelerator", "devices", "precision", "max_epochs", "deterministic")}
+    return {**pick, "data": data, "trainer": trainer}
+
+
+def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    cli.check_override_types(cfg)
+    seed = cfg.seed if cfg.seed is not None else random.SystemRandom().randrange(2**31)
+    cfg.seed = seed  # the seed actually used, also when none was given
+    L.seed_everything(seed, workers=True)
+    datamodule, module, trainer = build(cfg, seed)
+    datamodule.prepare_data()  # find and decode the data now: a bad source fails before anything is written
+
+    record: dict[str, Any] = {
+        "status": "running",
+        "seed": seed,
+        "run_dir": str(run_dir),
+        "overrides": list(HydraConfig.get().overrides.task),
+        "git": cli.git_info(Path(HydraConfig.get().runtime.cwd)),
+        "versions": {"torch": torch.__version__, "lightning": L.__version__},
+        "config": config_summary(cfg),
+    }
+    cli.write_json(run_dir / "metrics.json", record)
+
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    record["seconds"] = round(time.perf_counter() - start, 2)
+    record.update(epochs=trainer.current_epoch, steps=trainer.global_step)
+    if trainer.interrupted:
+        raise RuntimeError("training was interrupted before it finished")
+    final = scalar_metrics(trainer)
+    checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
+    if checkpoint is not None and checkpoint.best_model_path:
+        record["best"] = {
+            "val/top1_err": float(checkpoint.best_model_score),
+            "ckpt_path": checkpoint.best_model_path,
+        }
+    record["val_split"] = getattr(datamodule, "val_split_name", None)
+
+    if cfg.test:
+        ckpt = cfg.test_ckpt if checkpoint is not None and checkpoint.best_model_path else None
+        start = time.perf_counter()
+        trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=False)
+        record["test_seconds"] = round(time.perf_counter() - start, 2)
+        record["test_ckpt"] = trainer.ckpt_path or "weights at the end of training"
+        final.update(scalar_metrics(trainer, "test/"))
+    record["final"] = dict(sorted(final.items()))
+    record["status"] = "finished"
+    log_hparams(trainer, cfg)
+    cli.write_json(run_dir / "metrics.json", record)
+    log.info("metrics: %s", {k: round(v, 3) for k, v in record["final"].items()})
+    return record
+
+
+@hydra.main(version_base="1.3", config_path="pkg://alexnet_lab.conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    record = cli.run_guarded(train, cfg)
+    # the value Hydra sweepers (Optuna) minimise
+    return record["final"].get("val/top1_err") if record else None
+
+
+if __name__ == "__main__":
+    main()

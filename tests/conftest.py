@@ -1,0 +1,107 @@
+"""Synthetic CIFAR-10 in its real formats (official batches, JPEG/PNG class folders, archives), made per test."""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+REPO = Path(__file__).resolve().parents[1]
+
+
+def make_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """n images (N, 3, 32, 32) uint8 whose label is learnable: a class-specific mean colour plus noise.
+
+    The official-batch writer stores a sample id in the first two red pixels (see :func:`sample_ids`).
+    """
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 10
+    rng.shuffle(labels)
+    base = rng.integers(40, 216, size=(10, 3, 1, 1))
+    images = base[labels] + rng.normal(0, 30, size=(n, 3, 32, 32))
+    return np.clip(images, 0, 255).astype(np.uint8), labels.astype(np.int64)
+
+
+def write_batches(root: Path, n_train: int = 500, n_test: int = 100, seed: int = 0) -> Path:
+    """The official python-format layout: root/cifar-10-batches-py/{data_batch_1..5,test_batch,batches.meta}."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    x, y = make_images(n_train + n_test, seed)
+    ids = np.arange(n_train + n_test)
+    x[:, 0, 0, 0], x[:, 0, 0, 1] = ids % 256, ids // 256
+    per = n_train // 5
+    for i in range(5):
+        sl = slice(i * per, (i + 1) * per)
+        blob = {b"data": x[sl].reshape(per, -1), b"labels": y[sl].tolist(), b"batch_label": b"x"}
+        (folder / f"data_batch_{i + 1}").write_bytes(pickle.dumps(blob))
+    test = {b"data": x[n_train:].reshape(n_test, -1), b"labels": y[n_train:].tolist()}
+    (folder / "test_batch").write_bytes(pickle.dumps(test))
+    (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": [c.encode() for c in CLASSES]}))
+    return folder
+
+
+def write_tree(root: Path, n_train: int = 200, n_test: int = 50, fmt: str = "PNG", seed: int = 0) -> Path:
+    """root/train/<class>/*.png and root/test/<class>/*.png (lossless PNG, so pixels can be compared)."""
+    x, y = make_images(n_train + n_test, seed)
+    for i in range(n_train + n_test):
+        split = "train" if i < n_train else "test"
+        folder = root / split / CLASSES[y[i]]
+        folder.mkdir(parents=True, exist_ok=True)
+        ext = "png" if fmt == "PNG" else "jpg"
+        Image.fromarray(x[i].transpose(1, 2, 0)).save(folder / f"{i:05d}.{ext}", format=fmt)
+    return root
+
+
+def sample_ids(images) -> list[int]:
+    """The ids written by :func:`write_batches`."""
+    return (images[:, 0, 0, 0].long() + 256 * images[:, 0, 0, 1].long()).tolist()
+
+
+def tar_folder(folder: Path, archive: Path, arcname: str) -> Path:
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(folder, arcname=arcname)
+    return archive
+
+
+@pytest.fixture
+def batches_dir(tmp_path: Path) -> Path:
+    return write_batches(tmp_path / "cifar").parent
+
+
+@pytest.fixture
+def cli_env(tmp_path: Path) -> dict[str, str]:
+    """Environment for the console scripts: logs and caches in tmp, no real data unless a test adds it."""
+    env = {k: v for k, v in os.environ.items() if k != "ALEXNET_CIFAR10"}
+    env.update(ALEXNET_LOG_DIR=str(tmp_path / "logs"), ALEXNET_DATA_DIR=str(tmp_path / "data"), HYDRA_FULL_ERROR="0")
+    return env
+
+
+def run_cli(script: str, *args: str, env: dict[str, str], cwd: Path | None = None, check: bool = True, timeout: int = 300):
+    """Run alexnet-train / alexnet-eval (the installed console scripts) and return the CompletedProcess."""
+    exe = Path(sys.executable).with_name(script)
+    proc = subprocess.run([str(exe), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{script} {' '.join(args)} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+# Settings that make a CLI run take seconds: the small net, a few batches, no progress bar.
+FAST = [
+    "model=convnet_cifar",
+    "data.batch_size=50",
+    "data.eval_batch_size=50",
+    "data.val_size=100",
+    "trainer.max_epochs=2",
+    "trainer.accelerator=cpu",
+    "trainer.enable_model_summary=false",
+    "~callbacks.rich_progress_bar",
+]

@@ -1,0 +1,90 @@
+"""Batched tensor augmentation and the device-resident loader: exact against per-image references."""
+
+from __future__ import annotations
+
+import torch
+
+from alexnet_lab.data import Normalize, TensorBatches, random_crop, random_hflip
+from alexnet_lab.data.transforms import crop_offsets
+
+
+def test_random_crop_matches_a_per_image_reference() -> None:
+    x = torch.randint(0, 256, (64, 3, 8, 8), dtype=torch.uint8)
+    got = random_crop(x, 2, torch.Generator().manual_seed(3))
+    offsets = crop_offsets(64, 2, torch.Generator().manual_seed(3))  # the same draws
+    assert offsets.min() == 0 and offsets.max() == 4  # all 2 * padding + 1 offsets occur in 128 draws
+    for i in range(64):
+        padded = torch.zeros(3, 12, 12, dtype=torch.uint8)
+        padded[:, 2:10, 2:10] = x[i]
+        top, left = offsets[i].tolist()
+        assert torch.equal(got[i], padded[:, top : top + 8, left : left + 8]), i
+
+
+def test_random_hflip_matches_a_per_image_reference() -> None:
+    x = torch.randint(0, 256, (200, 3, 4, 5), dtype=torch.uint8)
+    got = random_hflip(x, torch.Generator().manual_seed(7))
+    flip = torch.rand(200, generator=torch.Generator().manual_seed(7)) < 0.5
+    assert 70 < int(flip.sum()) < 130
+    for i in range(200):
+        assert torch.equal(got[i], x[i].flip(-1) if flip[i] else x[i])
+
+
+def test_normalize() -> None:
+    x = torch.tensor([0, 51, 255], dtype=torch.uint8).view(1, 3, 1, 1)
+    torch.testing.assert_close(Normalize()(x).flatten(), torch.tensor([0.0, 0.2, 1.0]))
+    out = Normalize([0.5, 0.5, 0.5], [0.25, 0.5, 1.0])(x).flatten()
+    torch.testing.assert_close(out, torch.tensor([-2.0, -0.6, 0.5]))
+
+
+def ids_loader(n: int, batch_size: int, **kwargs) -> TensorBatches:
+    """Images whose every pixel is the sample index (n < 256), so batches reveal which samples they hold."""
+    images = torch.arange(n, dtype=torch.uint8).view(n, 1, 1, 1).expand(n, 3, 2, 2).contiguous()
+    return TensorBatches(images, torch.arange(n), batch_size, Normalize(), **kwargs)
+
+
+def seen(loader: TensorBatches) -> list[int]:
+    return [i for _, y in loader for i in y.tolist()]
+
+
+def test_every_sample_once_per_epoch_in_a_new_order() -> None:
+    epoch = [0]
+    loader = ids_loader(100, 16, shuffle=True, seed=5, epoch_fn=lambda: epoch[0])
+    assert len(loader) == 7
+    first = seen(loader)
+    assert sorted(first) == list(range(100)) and first != list(range(100))
+    assert seen(loader) == first  # same (seed, epoch): same order
+    epoch[0] = 1
+    second = seen(loader)
+    assert sorted(second) == list(range(100)) and second != first
+    for x, y in loader:  # the pixels travelled with their labels
+        assert torch.equal((x[:, 0, 0, 0] * 255).round().long(), y)
+
+
+def test_drop_last_and_rank_shards() -> None:
+    full = ids_loader(100, 16, shuffle=True, drop_last=True, seed=1)
+    assert len(full) == 6 and len(seen(full)) == 96
+    shards = [seen(ids_loader(100, 10, shuffle=True, seed=1, rank=r, world_size=2)) for r in (0, 1)]
+    assert len(shards[0]) == len(shards[1]) == 50
+    assert set(shards[0]).isdisjoint(shards[1]) and sorted(shards[0] + shards[1]) == list(range(100))
+
+
+def test_augmented_batches_are_reproducible_for_a_seed() -> None:
+    images = torch.randint(0, 256, (40, 3, 8, 8), dtype=torch.uint8)
+    kwargs = dict(shuffle=True, crop_padding=2, hflip=True)
+    a = [x for x, _ in TensorBatches(images, torch.arange(40), 8, Normalize(), seed=3, **kwargs)]
+    b = [x for x, _ in TensorBatches(images, torch.arange(40), 8, Normalize(), seed=3, **kwargs)]
+    c = [x for x, _ in TensorBatches(images, torch.arange(40), 8, Normalize(), seed=4, **kwargs)]
+    assert all(torch.equal(p, q) for p, q in zip(a, b))
+    assert not all(torch.equal(p, q) for p, q in zip(a, c))
+
+
+def test_fast_path_equals_a_dataloader_without_augmentation() -> None:
+    images = torch.randint(0, 256, (50, 3, 4, 4), dtype=torch.uint8)
+    labels = torch.randint(0, 10, (50,))
+    ours = TensorBatches(images, labels, 8, Normalize(), shuffle=True, seed=9)
+    order = ours.indices(epoch=0)
+    dataset = torch.utils.data.TensorDataset(images.float() / 255, labels)
+    reference = torch.utils.data.DataLoader(dataset, batch_size=8, sampler=order.tolist())
+    for (x1, y1), (x2, y2) in zip(ours, reference, strict=True):
+        assert torch.equal(y1, y2)
+        torch.testing.assert_close(x1, x2)
