@@ -63,9 +63,32 @@ def test_every_sample_once_per_epoch_in_a_new_order() -> None:
 def test_drop_last_and_rank_shards() -> None:
     full = ids_loader(100, 16, shuffle=True, drop_last=True, seed=1)
     assert len(full) == 6 and len(seen(full)) == 96
-    shards = [seen(ids_loader(100, 10, shuffle=True, seed=1, rank=r, world_size=2)) for r in (0, 1)]
-    assert len(shards[0]) == len(shards[1]) == 50
-    assert set(shards[0]).isdisjoint(shards[1]) and sorted(shards[0] + shards[1]) == list(range(100))
+    # evaluation: ranks split every sample between them, nothing twice
+    shards = [seen(ids_loader(101, 10, rank=r, world_size=2)) for r in (0, 1)]
+    assert (len(shards[0]), len(shards[1])) == (51, 50)
+    assert sorted(shards[0] + shards[1]) == list(range(101))
+
+
+def test_training_ranks_together_see_the_single_process_batches() -> None:
+    single = [y.tolist() for _, y in ids_loader(100, 20, shuffle=True, drop_last=True, seed=4)]
+    ranks = [[y.tolist() for _, y in ids_loader(100, 10, shuffle=True, drop_last=True, seed=4, rank=r, world_size=2)] for r in (0, 1)]
+    assert len(single) == len(ranks[0]) == len(ranks[1]) == 5
+    for whole, part0, part1 in zip(single, *ranks):
+        assert whole == part0 + part1  # global batch i = rank 0's batch i followed by rank 1's
+
+
+def test_resume_skips_the_trained_batches() -> None:
+    images = torch.randint(0, 256, (60, 3, 8, 8), dtype=torch.uint8)
+    kwargs = dict(shuffle=True, crop_padding=2, hflip=True, drop_last=True, seed=2, epoch_fn=lambda: 3)
+    whole = list(TensorBatches(images, torch.arange(60), 10, Normalize(), **kwargs))
+    resumed = TensorBatches(images, torch.arange(60), 10, Normalize(), trained_fn=lambda: 4, **kwargs)
+    resumed.load_state_dict({"epoch": 3, "batches_trained": 4})
+    rest = list(resumed)
+    assert len(rest) == 2
+    for (x1, y1), (x2, y2) in zip(whole[4:], rest, strict=True):
+        assert torch.equal(y1, y2) and torch.equal(x1, x2)  # same samples and the same augmentation draws
+    assert len(list(resumed)) == 6  # the next pass is a whole epoch again
+    assert resumed.state_dict() == {"epoch": 3, "batches_trained": 4}
 
 
 def test_augmented_batches_are_reproducible_for_a_seed() -> None:

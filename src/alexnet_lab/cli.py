@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -14,6 +15,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
 from hydra import compose
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -21,6 +23,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from alexnet_lab.data import DataError
+from alexnet_lab.module import TrainingDiverged
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +56,95 @@ class ConfigError(ValueError):
     """A configuration that cannot work; the message names the key and the fix."""
 
 
-USER_ERRORS = (ConfigError, DataError)
+USER_ERRORS = (ConfigError, DataError, TrainingDiverged)
+
+
+# ---------------------------------------------------------------------------------------- run dirs
+
+
+def newest_run(runs: Path, name: str) -> Path | None:
+    """The most recent run dir called ``<time>_<random>_<name>`` under ``runs`` (names sort by start time)."""
+    found = sorted(p for p in runs.glob(f"*_{name}") if re.fullmatch(rf"[\d-]+_[\d-]+_[0-9a-f]{{6}}_{re.escape(name)}", p.name))
+    return found[-1] if found else None
+
+
+def run_dir_for(runs: str, name: str | None, ckpt_path: str | None, run_dir: str | None) -> str:
+    """A new run dir (``<time>_<random>[_<name>]``), or with ``ckpt_path=last`` the run being resumed."""
+    try:
+        Path(runs).mkdir(parents=True, exist_ok=True)
+        writable = os.access(runs, os.W_OK | os.X_OK)
+    except OSError:
+        writable = False
+    if not writable:  # exit here: an exception would reach the user wrapped in Hydra's resolver traceback
+        print(f"error: cannot write run dirs under {runs}; set paths.log_dir (or ALEXNET_LOG_DIR) to a writable folder", file=sys.stderr)
+        sys.exit(2)
+    if ckpt_path == "last":
+        if run_dir:
+            return str(Path(run_dir).expanduser().resolve())
+        if name and (found := newest_run(Path(runs), name)):
+            return str(found)
+    return f"{runs}/{RUN_ID}" + (f"_{name}" if name else "")
+
+
+def hydra_subdir_for(ckpt_path: str | None) -> str:
+    """Where Hydra saves the composed config: a resumed run keeps its original .hydra/ and adds a subfolder."""
+    return f".hydra/resume_{RUN_ID}" if ckpt_path == "last" else ".hydra"
+
+
+for _name, _fn in (("run_dir_for", run_dir_for), ("hydra_subdir_for", hydra_subdir_for)):
+    if not OmegaConf.has_resolver(_name):
+        OmegaConf.register_new_resolver(_name, _fn)
+
+
+def resume_config(cfg: DictConfig, run_dir: Path) -> tuple[DictConfig, Path]:
+    """For ``ckpt_path=last``: the resumed run's config (its original overrides, then today's) and newest checkpoint."""
+    original = run_dir / ".hydra" / "overrides.yaml"
+    checkpoints = sorted((run_dir / "checkpoints").glob("*.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not original.is_file() or not checkpoints:
+        what = f"run dir {cfg.run_dir}" if cfg.run_dir else f"a run named {cfg.name!r}" if cfg.name else "any run"
+        raise ConfigError(
+            f"ckpt_path=last found no checkpoint of {what} under {run_dir.parent}; "
+            "give name=<run name> or run_dir=<run dir> of a run that saved one"
+        )
+    hc = HydraConfig.get()
+
+    def key(override: str) -> str:
+        return override.split("=", 1)[0].lstrip("+~")
+
+    today = [o for o in hc.overrides.task if key(o) not in ("ckpt_path", "run_dir")]
+    before = [o for o in OmegaConf.load(original) if key(o) not in {key(t) for t in today} | {"ckpt_path", "run_dir"}]
+    resumed = compose(config_name=hc.job.config_name, overrides=[*before, *today])
+    if "seed" not in {key(o) for o in today} and (record := run_dir / "metrics.json").is_file():
+        resumed.seed = json.loads(record.read_text()).get("seed", resumed.seed)  # the seed drawn at the start
+    return resumed, checkpoints[-1]
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint written by alexnet-train, or a clear error."""
+    if not path.is_file():
+        raise ConfigError(f"checkpoint {path} does not exist; pass ckpt_path=<run dir>/checkpoints/<file>.ckpt")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:
+        raise ConfigError(f"checkpoint {path} is unreadable ({type(err).__name__}); pick another file") from err
+    trained = ckpt.get("hyper_parameters", {}).get("run_config")
+    if trained is None:
+        raise ConfigError(f"checkpoint {path} was not written by alexnet-train (no run_config); pick one that was")
+    return ckpt
+
+
+def check_fits(ckpt: dict[str, Any], module: torch.nn.Module, path: Path) -> None:
+    """Refuse, in one line, a checkpoint whose weights do not fit ``module`` (another network or class count)."""
+    want = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in ckpt.get("state_dict", {}).items()}
+    if want != got:
+        diff = next(k for k in sorted(want.keys() | got.keys()) if want.get(k) != got.get(k))
+        model = ckpt["hyper_parameters"]["run_config"].get("model", {})
+        raise ConfigError(
+            f"checkpoint {path} holds {str(model.get('_target_', '?')).rsplit('.', 1)[-1]} with num_classes="
+            f"{model.get('num_classes', '?')}, which does not fit this run's network ({diff}: {got.get(diff)} vs "
+            f"{want.get(diff)}); use the model= and data settings it was trained with"
+        )
 
 
 def multirun_flag_first() -> None:

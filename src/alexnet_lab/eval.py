@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -19,30 +18,16 @@ from alexnet_lab.module import Classifier
 log = logging.getLogger(__name__)
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise cli.ConfigError(f"checkpoint {path} does not exist; pass ckpt_path=<run dir>/checkpoints/<file>.ckpt")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:
-        raise cli.ConfigError(f"checkpoint {path} is unreadable ({type(err).__name__}); pick another file") from err
-    if "run_config" not in ckpt.get("hyper_parameters", {}):
-        raise cli.ConfigError(f"checkpoint {path} was not written by alexnet-train (no run_config); pick one that was")
-    return ckpt
-
-
 def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     cli.check_override_types(cfg)
     ckpt_path = Path(cfg.ckpt_path).expanduser().resolve()
-    ckpt = load_checkpoint(ckpt_path)
+    ckpt = cli.load_checkpoint(ckpt_path)
     trained = OmegaConf.create(ckpt["hyper_parameters"]["run_config"])
     # the checkpoint's own data config (normalisation, classes), with any key set in eval.yaml on top
     data_cfg = OmegaConf.merge(trained.data, {k: v for k, v in cfg.data.items() if v is not None})
     module = Classifier(net=instantiate(trained.model), optimizer=None, num_classes=trained.data.num_classes)
-    try:
-        module.load_state_dict(ckpt["state_dict"])
-    except RuntimeError as err:
-        raise cli.ConfigError(f"checkpoint {ckpt_path} does not fit its network ({str(err).splitlines()[0]})") from err
+    cli.check_fits(ckpt, module, ckpt_path)
+    module.load_state_dict(ckpt["state_dict"])
     trainer = instantiate(cfg.trainer, logger=[instantiate(c) for c in cfg.logger.values() if c] or False)
     start = time.perf_counter()
     trainer.test(module, datamodule=instantiate(data_cfg))

@@ -8,6 +8,7 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
 from torch import nn
 from torchmetrics import MeanMetric, MinMetric
 from torchmetrics.classification import MulticlassAccuracy
@@ -16,12 +17,16 @@ OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., Any]
 
 
+class TrainingDiverged(FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+
 class StageMetrics(nn.Module):
     """Loss, top-1 and top-5 accuracy of one stage, accumulated on the device with ``update()`` (no host sync)."""
 
     def __init__(self, num_classes: int) -> None:
         super().__init__()
-        self.loss = MeanMetric()
+        self.loss = MeanMetric(nan_strategy="disable")  # keep NaN (to detect divergence) and skip a per-step sync
         self.top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
         self.top5 = MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro")
 
@@ -97,8 +102,31 @@ class Classifier(L.LightningModule):
         self.log_dict({f"{stage}/{k}": values[k] for k in keys})  # compute() already reduced across ranks
         return values
 
+    def _check_finite(self) -> None:
+        """Stop a diverged run before its NaN weights are validated or checkpointed (one sync per epoch)."""
+        loss = self.metrics["train_"].loss.compute()
+        if not torch.isfinite(loss):
+            lr = self.trainer.optimizers[0].param_groups[0]["lr"] if self.trainer.optimizers else float("nan")
+            raise TrainingDiverged(
+                f"train/loss is {loss.item()} in epoch {self.current_epoch}: training diverged; lower optimizer.lr "
+                f"(now {lr:g}) or set trainer.gradient_clip_val"
+            )
+
+    def on_validation_epoch_start(self) -> None:
+        if self.trainer.training and not self.trainer.sanity_checking:
+            self._check_finite()
+
     def on_train_epoch_end(self) -> None:
+        self._check_finite()
         self._log_epoch("train", ("loss", "top1_err"))
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # dropout and any other draw from the global generators continue exactly after a resume
+        checkpoint["rng_states"] = _collect_rng_states(include_cuda=torch.cuda.is_available())
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "rng_states" in checkpoint and self.trainer.state.fn == "fit":  # not when testing a checkpoint
+            _set_rng_states(checkpoint["rng_states"])
 
     def on_validation_epoch_end(self) -> None:
         values = self._log_epoch("val", ("loss", "top1_err", "top5_err"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -15,9 +16,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from alexnet_lab import cli
+from alexnet_lab.checkpointing import INTERRUPTED_EXIT_CODE
 from alexnet_lab.module import Classifier
 
 log = logging.getLogger(__name__)
@@ -76,12 +79,19 @@ def config_summary(cfg: DictConfig) -> dict[str, Any]:
 
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     cli.check_override_types(cfg)
+    resume_from = None
+    if cfg.ckpt_path == "last":  # continue a run in its own dir, with its own config
+        cfg, resume_from = cli.resume_config(cfg, run_dir)
+    elif cfg.ckpt_path is not None:
+        resume_from = Path(cfg.ckpt_path).expanduser().resolve()
     if cfg.seed is not None and (isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int)):
         raise cli.ConfigError(f"seed={cfg.seed!r} is not an integer; give e.g. seed=0, or leave it out")
     seed = cfg.seed if cfg.seed is not None else random.SystemRandom().randrange(2**31)
     cfg.seed = seed  # the seed actually used, also when none was given
     L.seed_everything(seed, workers=True)
     datamodule, module, trainer = build(cfg, seed)
+    if resume_from is not None:
+        cli.check_fits(cli.load_checkpoint(resume_from), module, resume_from)
     datamodule.prepare_data()  # find and decode the data now: a bad source fails before anything is written
 
     record: dict[str, Any] = {
@@ -89,6 +99,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "seed": seed,
         "run_dir": str(run_dir),
         "overrides": list(HydraConfig.get().overrides.task),
+        "resumed_from": str(resume_from) if resume_from else None,
         "git": cli.git_info(Path(HydraConfig.get().runtime.cwd)),
         "versions": {"torch": torch.__version__, "lightning": L.__version__},
         "config": config_summary(cfg),
@@ -96,7 +107,15 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     cli.write_json(run_dir / "metrics.json", record)
 
     start = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None, weights_only=False)
+    except SIGTERMException:
+        saved = run_dir / "checkpoints" / "last.ckpt"
+        record.update(status="interrupted", seconds=round(time.perf_counter() - start, 2), steps=trainer.global_step)
+        cli.write_json(run_dir / "metrics.json", record)
+        resume = f"name={cfg.name}" if cfg.name else f"run_dir={run_dir}"
+        print(f"interrupted: saved {saved}; resume with alexnet-train ckpt_path=last {resume}", file=sys.stderr)
+        sys.exit(INTERRUPTED_EXIT_CODE)
     record["seconds"] = round(time.perf_counter() - start, 2)
     record.update(epochs=trainer.current_epoch, steps=trainer.global_step)
     if trainer.interrupted:

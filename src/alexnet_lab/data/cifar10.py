@@ -220,6 +220,7 @@ class CIFAR10DataModule(L.LightningDataModule):
         batch_size: int = 128,
         eval_batch_size: int | None = None,
         val_size: int = 5000,
+        seed: int = 0,
         split_seed: int = 0,
         crop_padding: int = 4,
         hflip: bool = True,
@@ -230,7 +231,7 @@ class CIFAR10DataModule(L.LightningDataModule):
         self.path, self.cache_dir, self.download = Path(path).expanduser(), Path(cache_dir).expanduser(), download
         self.num_classes = num_classes
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
-        self.val_size, self.split_seed = val_size, split_seed
+        self.val_size, self.seed, self.split_seed = val_size, seed, split_seed
         self.crop_padding, self.hflip = crop_padding, hflip
         self.normalize = Normalize(mean, std)
         self.classes: list[str] = []
@@ -310,6 +311,10 @@ class CIFAR10DataModule(L.LightningDataModule):
     def _epoch(self) -> int:
         return self.trainer.current_epoch if self.trainer is not None else 0
 
+    def _batches_trained(self) -> int:
+        """Training batches finished in the current epoch (what a mid-epoch checkpoint must skip on resume)."""
+        return self.trainer.fit_loop.epoch_loop.batch_progress.current.completed if self.trainer is not None else 0
+
     def _loader(self, split: str, train: bool) -> TensorBatches:
         images, labels = self.splits[split]
         trainer = self.trainer
@@ -322,8 +327,9 @@ class CIFAR10DataModule(L.LightningDataModule):
             drop_last=train,
             crop_padding=self.crop_padding if train else 0,
             hflip=self.hflip and train,
-            seed=torch.initial_seed() if train else 0,
+            seed=self.seed,
             epoch_fn=self._epoch,
+            trained_fn=self._batches_trained,
             rank=trainer.global_rank if trainer is not None else 0,
             world_size=trainer.world_size if trainer is not None else 1,
         )

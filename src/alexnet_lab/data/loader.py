@@ -9,16 +9,22 @@ import torch
 from alexnet_lab.data.transforms import Normalize, random_crop, random_hflip
 
 
-def epoch_seed(seed: int, epoch: int, stream: int = 0) -> int:
-    """A distinct 63-bit seed for every (run seed, epoch, stream) so that an epoch can be replayed exactly."""
-    return (seed * 1_000_003 + epoch * 7_919 + stream) % (2**63)
+def derived_seed(*parts: int) -> int:
+    """A 63-bit seed for each (run seed, epoch, ...) tuple, so any epoch or batch can be replayed exactly."""
+    out = 0
+    for part in parts:
+        out = (out * 1_000_003 + part + 1) % (2**63)
+    return out
 
 
 class TensorBatches:
     """Batches are index slices of a per-epoch permutation of ``images``/``labels`` (already on the device).
 
-    The permutation and the augmentation draws depend only on (seed, epoch), so a resumed or repeated run
-    sees the same batches. With ``world_size > 1`` every rank takes its own equal share of the permutation.
+    The permutation depends only on (seed, epoch) and each batch's augmentation only on (seed, epoch, batch),
+    so a repeated run, or one resumed mid-epoch (``state_dict`` records how many batches were trained), sees
+    the same batches. With ``world_size > 1`` ``batch_size`` is per rank: in training rank r takes the r-th
+    slice of each global batch of ``batch_size * world_size``, so together the ranks see exactly what one
+    process with the global batch size would; in evaluation rank r takes every world_size-th sample.
     """
 
     def __init__(
@@ -34,6 +40,7 @@ class TensorBatches:
         hflip: bool = False,
         seed: int = 0,
         epoch_fn: Callable[[], int] = lambda: 0,
+        trained_fn: Callable[[], int] = lambda: 0,
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
@@ -43,37 +50,46 @@ class TensorBatches:
         self.batch_size, self.normalize = batch_size, normalize
         self.shuffle, self.drop_last = shuffle, drop_last
         self.crop_padding, self.hflip = crop_padding, hflip
-        self.seed, self.epoch_fn = seed, epoch_fn
+        self.seed, self.epoch_fn, self.trained_fn = seed, epoch_fn, trained_fn
         self.rank, self.world_size = rank, world_size
-
-    def _per_rank(self) -> int:
-        n = len(self.labels)
-        return n // self.world_size if self.drop_last or self.world_size > 1 else n
+        self._resume_at = 0  # batches of the current epoch already trained before a resume
 
     def __len__(self) -> int:
-        per_rank = self._per_rank()
-        return per_rank // self.batch_size if self.drop_last else -(-per_rank // self.batch_size)
+        if self.drop_last:
+            return len(self.labels) // (self.batch_size * self.world_size)
+        return -(-len(range(self.rank, len(self.labels), self.world_size)) // self.batch_size)
 
     def indices(self, epoch: int) -> torch.Tensor:
-        """This rank's sample order for ``epoch`` (on the CPU)."""
+        """This rank's samples for ``epoch`` in the order they are served (on the CPU)."""
         n = len(self.labels)
         if self.shuffle:
-            order = torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed(self.seed, epoch)))
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(derived_seed(self.seed, epoch)))
         else:
             order = torch.arange(n)
-        per_rank = self._per_rank()
-        return order[self.rank * per_rank : (self.rank + 1) * per_rank] if self.world_size > 1 else order[:per_rank]
+        if not self.drop_last:
+            return order[self.rank :: self.world_size]
+        batches = len(self)
+        blocks = order[: batches * self.batch_size * self.world_size].view(batches, self.world_size, self.batch_size)
+        return blocks[:, self.rank].reshape(-1)
+
+    def state_dict(self) -> dict[str, int]:
+        """Stored in checkpoints by Lightning: the epoch and how many of its batches were trained."""
+        return {"epoch": self.epoch_fn(), "batches_trained": self.trained_fn()}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._resume_at = state["batches_trained"] if state["epoch"] == self.epoch_fn() else 0
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         epoch = self.epoch_fn()
         device = self.images.device
         order = self.indices(epoch).to(device)
         augment = self.crop_padding > 0 or self.hflip
-        gen = torch.Generator(device=device).manual_seed(epoch_seed(self.seed, epoch, stream=1 + self.rank))
-        for i in range(len(self)):
+        start, self._resume_at = self._resume_at, 0
+        for i in range(start, len(self)):
             idx = order[i * self.batch_size : (i + 1) * self.batch_size]
             x = self.images[idx]
             if augment:
+                gen = torch.Generator(device=device).manual_seed(derived_seed(self.seed, epoch, self.rank, i))
                 if self.crop_padding > 0:
                     x = random_crop(x, self.crop_padding, gen)
                 if self.hflip:

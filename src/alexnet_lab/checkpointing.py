@@ -1,0 +1,90 @@
+"""Checkpoints that are never half-written, and a resumable checkpoint when the run is told to stop."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+log = logging.getLogger(__name__)
+
+INTERRUPTED_EXIT_CODE = 143  # 128 + SIGTERM, what schedulers expect from a pre-empted job
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written; the previous file at that path is untouched."""
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """torch.save to a temporary file in the same folder, fsync, then rename over ``path``.
+
+    A kill or a full disk during the write leaves the previous file as it was (fsspec's transaction, which
+    Lightning uses, stages in /tmp and copies across filesystems, which is not atomic).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        hint = "free some space" if err.errno == errno.ENOSPC else "check the folder's permissions"
+        raise CheckpointWriteError(
+            err.errno, f"could not write checkpoint {path} ({err.strerror or err}); {hint}, earlier checkpoints are untouched"
+        ) from err
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # make the rename itself durable
+    finally:
+        os.close(dir_fd)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint IO with :func:`atomic_torch_save` for local paths."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError("AtomicCheckpointIO takes no storage_options")
+        atomic_torch_save(checkpoint, Path(path))
+
+
+class SaveOnInterrupt(L.Callback):
+    """On SIGTERM (pre-emption) or Ctrl-C, finish the current batch and save a resumable ``last.ckpt``.
+
+    Ctrl-C is turned into Lightning's SIGTERM handling so that training stops between two batches, never
+    inside an optimizer step; a second Ctrl-C interrupts at once.
+    """
+
+    def __init__(self, dirpath: str) -> None:
+        self.dirpath = Path(dirpath)
+        self.saved: Path | None = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        def first_ctrl_c(signum: int, frame: Any) -> None:
+            log.warning("Ctrl-C: stopping after this batch and saving a checkpoint (press again to abort)")
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        if trainer.is_global_zero and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            signal.signal(signal.SIGINT, first_ctrl_c)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, SIGTERMException):
+            self.saved = self.dirpath / "last.ckpt"
+            trainer.save_checkpoint(self.saved)
+            log.warning("stopped by a signal: saved %s", self.saved)
