@@ -64,17 +64,20 @@ def test_drop_last_and_rank_shards() -> None:
     full = ids_loader(100, 16, shuffle=True, drop_last=True, seed=1)
     assert len(full) == 6 and len(seen(full)) == 96
     # evaluation: ranks split every sample between them, nothing twice
-    shards = [seen(ids_loader(101, 10, rank=r, world_size=2)) for r in (0, 1)]
+    shards = [seen(ids_loader(101, 20, rank=r, world_size=2)) for r in (0, 1)]
     assert (len(shards[0]), len(shards[1])) == (51, 50)
     assert sorted(shards[0] + shards[1]) == list(range(101))
 
 
 def test_training_ranks_together_see_the_single_process_batches() -> None:
-    single = [y.tolist() for _, y in ids_loader(100, 20, shuffle=True, drop_last=True, seed=4)]
-    ranks = [[y.tolist() for _, y in ids_loader(100, 10, shuffle=True, drop_last=True, seed=4, rank=r, world_size=2)] for r in (0, 1)]
+    images = torch.randint(0, 256, (100, 3, 8, 8), dtype=torch.uint8)
+    kwargs = dict(shuffle=True, drop_last=True, crop_padding=2, hflip=True, seed=4)
+    single = list(TensorBatches(images, torch.arange(100), 20, Normalize(), **kwargs))
+    ranks = [list(TensorBatches(images, torch.arange(100), 20, Normalize(), rank=r, world_size=2, **kwargs)) for r in (0, 1)]
     assert len(single) == len(ranks[0]) == len(ranks[1]) == 5
-    for whole, part0, part1 in zip(single, *ranks):
-        assert whole == part0 + part1  # global batch i = rank 0's batch i followed by rank 1's
+    for (x, y), (x0, y0), (x1, y1) in zip(single, *ranks):
+        # global batch i = rank 0's batch i followed by rank 1's: same samples, same crops and flips
+        assert torch.equal(y, torch.cat([y0, y1])) and torch.equal(x, torch.cat([x0, x1]))
 
 
 def test_resume_skips_the_trained_batches() -> None:

@@ -40,9 +40,9 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
     except OSError as err:
         tmp.unlink(missing_ok=True)
         hint = "free some space" if err.errno == errno.ENOSPC else "check the folder's permissions"
-        raise CheckpointWriteError(
-            err.errno, f"could not write checkpoint {path} ({err.strerror or err}); {hint}, earlier checkpoints are untouched"
-        ) from err
+        error = CheckpointWriteError(f"could not write checkpoint {path} ({err.strerror or err}); {hint}, earlier checkpoints are untouched")
+        error.errno = err.errno
+        raise error from err
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)  # make the rename itself durable

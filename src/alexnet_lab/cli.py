@@ -22,6 +22,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from alexnet_lab.checkpointing import CheckpointWriteError
 from alexnet_lab.data import DataError
 from alexnet_lab.module import TrainingDiverged
 
@@ -56,7 +57,7 @@ class ConfigError(ValueError):
     """A configuration that cannot work; the message names the key and the fix."""
 
 
-USER_ERRORS = (ConfigError, DataError, TrainingDiverged)
+USER_ERRORS = (ConfigError, DataError, TrainingDiverged, CheckpointWriteError)
 
 
 # ---------------------------------------------------------------------------------------- run dirs

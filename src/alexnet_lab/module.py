@@ -119,6 +119,9 @@ class Classifier(L.LightningModule):
     def on_train_epoch_end(self) -> None:
         self._check_finite()
         self._log_epoch("train", ("loss", "top1_err"))
+        # not logged; callback_metrics is what travels back to the main process from spawned DDP workers
+        self.trainer.callback_metrics["progress/epochs"] = torch.tensor(float(self.current_epoch + 1))
+        self.trainer.callback_metrics["progress/steps"] = torch.tensor(float(self.global_step))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # dropout and any other draw from the global generators continue exactly after a resume

@@ -117,16 +117,15 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         print(f"interrupted: saved {saved}; resume with alexnet-train ckpt_path=last {resume}", file=sys.stderr)
         sys.exit(INTERRUPTED_EXIT_CODE)
     record["seconds"] = round(time.perf_counter() - start, 2)
-    record.update(epochs=trainer.current_epoch, steps=trainer.global_step)
     if trainer.interrupted:
         raise RuntimeError("training was interrupted before it finished")
     final = scalar_metrics(trainer)
+    record["epochs"] = int(final.pop("progress/epochs", trainer.current_epoch))
+    record["steps"] = int(final.pop("progress/steps", trainer.global_step))
     checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
     if checkpoint is not None and checkpoint.best_model_path:
-        record["best"] = {
-            "val/top1_err": float(checkpoint.best_model_score),
-            "ckpt_path": checkpoint.best_model_path,
-        }
+        # from callback_metrics: with spawned DDP processes the callback's own score stays in the workers
+        record["best"] = {"val/top1_err": final.get("val/top1_err_best"), "ckpt_path": checkpoint.best_model_path}
     record["val_split"] = getattr(datamodule, "val_split_name", None)
 
     if cfg.test:

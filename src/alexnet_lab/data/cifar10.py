@@ -318,10 +318,15 @@ class CIFAR10DataModule(L.LightningDataModule):
     def _loader(self, split: str, train: bool) -> TensorBatches:
         images, labels = self.splits[split]
         trainer = self.trainer
+        world_size = trainer.world_size if trainer is not None else 1
+        batch_size = self.batch_size if train else self.eval_batch_size
+        if batch_size % world_size:
+            key = "data.batch_size" if train else "data.eval_batch_size"
+            raise DataError(f"{key}={batch_size} (the global batch) does not split over {world_size} devices; use a multiple of {world_size}")
         return TensorBatches(
             images,
             labels,
-            self.batch_size if train else self.eval_batch_size,
+            batch_size,
             self.normalize,
             shuffle=train and not (trainer is not None and trainer.overfit_batches),  # overfit: fixed batches
             drop_last=train,
@@ -331,7 +336,7 @@ class CIFAR10DataModule(L.LightningDataModule):
             epoch_fn=self._epoch,
             trained_fn=self._batches_trained,
             rank=trainer.global_rank if trainer is not None else 0,
-            world_size=trainer.world_size if trainer is not None else 1,
+            world_size=world_size,
         )
 
     def train_dataloader(self) -> TensorBatches:

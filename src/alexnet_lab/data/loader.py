@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 
 import torch
 
-from alexnet_lab.data.transforms import Normalize, random_crop, random_hflip
+from alexnet_lab.data.transforms import Normalize, crop, crop_offsets, flip_draws, hflip
 
 
 def derived_seed(*parts: int) -> int:
@@ -20,11 +20,12 @@ def derived_seed(*parts: int) -> int:
 class TensorBatches:
     """Batches are index slices of a per-epoch permutation of ``images``/``labels`` (already on the device).
 
-    The permutation depends only on (seed, epoch) and each batch's augmentation only on (seed, epoch, batch),
+    The permutation depends only on (seed, epoch) and each global batch's augmentation only on (seed, epoch, batch),
     so a repeated run, or one resumed mid-epoch (``state_dict`` records how many batches were trained), sees
-    the same batches. With ``world_size > 1`` ``batch_size`` is per rank: in training rank r takes the r-th
-    slice of each global batch of ``batch_size * world_size``, so together the ranks see exactly what one
-    process with the global batch size would; in evaluation rank r takes every world_size-th sample.
+    the same batches. ``batch_size`` is the global batch: with ``world_size > 1`` each rank gets
+    ``batch_size / world_size`` of it. In training rank r takes the r-th slice of each global batch (and of
+    its augmentation draws), so together the ranks see exactly what one process would; in evaluation rank r
+    takes every world_size-th sample.
     """
 
     def __init__(
@@ -44,10 +45,10 @@ class TensorBatches:
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if batch_size < 1 or batch_size % world_size:
+            raise ValueError(f"batch size {batch_size} does not split evenly over {world_size} devices")
         self.images, self.labels = images, labels
-        self.batch_size, self.normalize = batch_size, normalize
+        self.batch_size, self.normalize = batch_size // world_size, normalize  # this rank's share
         self.shuffle, self.drop_last = shuffle, drop_last
         self.crop_padding, self.hflip = crop_padding, hflip
         self.seed, self.epoch_fn, self.trained_fn = seed, epoch_fn, trained_fn
@@ -83,15 +84,20 @@ class TensorBatches:
         epoch = self.epoch_fn()
         device = self.images.device
         order = self.indices(epoch).to(device)
-        augment = self.crop_padding > 0 or self.hflip
         start, self._resume_at = self._resume_at, 0
         for i in range(start, len(self)):
             idx = order[i * self.batch_size : (i + 1) * self.batch_size]
-            x = self.images[idx]
-            if augment:
-                gen = torch.Generator(device=device).manual_seed(derived_seed(self.seed, epoch, self.rank, i))
-                if self.crop_padding > 0:
-                    x = random_crop(x, self.crop_padding, gen)
-                if self.hflip:
-                    x = random_hflip(x, gen)
-            yield self.normalize(x), self.labels[idx]
+            yield self.normalize(self._augment(self.images[idx], epoch, i)), self.labels[idx]
+
+    def _augment(self, x: torch.Tensor, epoch: int, batch: int) -> torch.Tensor:
+        """Crop and flip with draws made for the whole global batch; this rank applies its own slice of them."""
+        if not (self.crop_padding > 0 or self.hflip):
+            return x
+        gen = torch.Generator(device=x.device).manual_seed(derived_seed(self.seed, epoch, batch))
+        mine = slice(self.rank * len(x), (self.rank + 1) * len(x)) if self.drop_last else slice(0, len(x))
+        size = len(x) * self.world_size if self.drop_last else len(x)
+        if self.crop_padding > 0:
+            x = crop(x, self.crop_padding, crop_offsets(size, self.crop_padding, gen)[mine])
+        if self.hflip:
+            x = hflip(x, flip_draws(size, gen)[mine])
+        return x

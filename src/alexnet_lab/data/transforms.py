@@ -13,10 +13,9 @@ def crop_offsets(n: int, padding: int, generator: torch.Generator) -> torch.Tens
     return torch.randint(0, 2 * padding + 1, (n, 2), generator=generator, device=generator.device)
 
 
-def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
-    """Zero-pad a batch (N, C, H, W) by ``padding`` and take one random HxW crop per image, in one gather."""
+def crop(x: torch.Tensor, padding: int, offsets: torch.Tensor) -> torch.Tensor:
+    """Zero-pad a batch (N, C, H, W) by ``padding`` and cut each image's HxW window at its (top, left), in one gather."""
     n, c, h, w = x.shape
-    offsets = crop_offsets(n, padding, generator)
     padded = F.pad(x, (padding, padding, padding, padding))
     rows = offsets[:, 0, None] + torch.arange(h, device=x.device)  # (N, H)
     cols = offsets[:, 1, None] + torch.arange(w, device=x.device)  # (N, W)
@@ -25,10 +24,24 @@ def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator) -> to
     return padded[batch, chans, rows[:, None, :, None], cols[:, None, None, :]]
 
 
+def hflip(x: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+    """Mirror the images whose ``flip`` entry is True left-right."""
+    return torch.where(flip[:, None, None, None], x.flip(-1), x)
+
+
+def flip_draws(n: int, generator: torch.Generator) -> torch.Tensor:
+    """(n,) booleans, each True with probability 1/2."""
+    return torch.rand(n, generator=generator, device=generator.device) < 0.5
+
+
+def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
+    """One random crop of the zero-padded image per image of the batch."""
+    return crop(x, padding, crop_offsets(x.shape[0], padding, generator))
+
+
 def random_hflip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Mirror each image left-right with probability 1/2."""
-    flip = torch.rand(x.shape[0], generator=generator, device=generator.device) < 0.5
-    return torch.where(flip[:, None, None, None], x.flip(-1), x)
+    return hflip(x, flip_draws(x.shape[0], generator))
 
 
 class Normalize:

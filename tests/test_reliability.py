@@ -1,0 +1,202 @@
+"""Runs that die, are stopped or are fed bad input: nothing lost, one override to resume, identical results."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import FAST, run_cli, write_batches
+
+from alexnet_lab.checkpointing import AtomicCheckpointIO, CheckpointWriteError, atomic_torch_save
+
+# 900 training images in batches of 50: 18 steps an epoch; dropout makes the global RNG matter on resume
+RUN = [*FAST, "trainer.max_epochs=3", "seed=7", "trainer.deterministic=true", "model.dropout=0.3", "optimizer=adam"]
+COMPARED = ("train/loss", "train/top1_err", "val/loss", "val/top1_err", "val/top5_err", "test/top1_err", "test/loss")
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Generated data and one uninterrupted reference run."""
+    tmp = tmp_path_factory.mktemp("lab")
+    write_batches(tmp / "data" / "cifar10", n_train=1000, n_test=200)
+    env = {k: v for k, v in os.environ.items() if k != "ALEXNET_CIFAR10"}
+    env.update(ALEXNET_LOG_DIR=str(tmp / "logs"), ALEXNET_DATA_DIR=str(tmp / "data"))
+    run_cli("alexnet-train", *RUN, "name=reference", env=env, cwd=tmp)
+    return {"env": env, "tmp": tmp, "reference": record(tmp, "reference")}
+
+
+def run_dir(tmp: Path, name: str) -> Path:
+    (found,) = (tmp / "logs" / "train" / "runs").glob(f"*_{name}")
+    return found
+
+
+def record(tmp: Path, name: str) -> dict:
+    return json.loads((run_dir(tmp, name) / "metrics.json").read_text())
+
+
+def start(lab: dict, *args: str) -> subprocess.Popen:
+    exe = str(Path(sys.executable).with_name("alexnet-train"))
+    return subprocess.Popen([exe, *RUN, *args], env=lab["env"], cwd=lab["tmp"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_checkpoint(lab: dict, name: str, proc: subprocess.Popen, timeout: float = 240) -> Path:
+    """The run dir of ``name`` once its first last.ckpt exists (the end of epoch 1)."""
+    deadline = time.monotonic() + timeout
+    while not (found := list((lab["tmp"] / "logs" / "train" / "runs").glob(f"*_{name}/checkpoints/last.ckpt"))):
+        assert proc.poll() is None, f"run ended before its first checkpoint: {proc.stderr.read()[-2000:]}"
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.02)
+    return found[0].parents[1]
+
+
+def assert_same_results(got: dict, want: dict) -> None:
+    # CPU, deterministic mode, same seed: the resumed run replays the same batches, augmentation and dropout
+    for key in COMPARED:
+        assert got["final"][key] == pytest.approx(want["final"][key], abs=1e-4), key
+    assert (got["epochs"], got["steps"]) == (want["epochs"], want["steps"])
+
+
+def test_same_seed_twice_gives_identical_metrics(lab: dict) -> None:
+    run_cli("alexnet-train", *RUN, "name=again", env=lab["env"], cwd=lab["tmp"])
+    again, reference = record(lab["tmp"], "again"), lab["reference"]
+    assert again["final"] == reference["final"] and again["seed"] == reference["seed"] == 7
+
+
+def test_sigkill_after_the_first_checkpoint_then_resume(lab: dict) -> None:
+    proc = start(lab, "name=killed")
+    folder = wait_for_checkpoint(lab, "killed", proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert record(lab["tmp"], "killed")["status"] == "running"  # died without a word, as a killed job does
+    run_cli("alexnet-train", "ckpt_path=last", "name=killed", env=lab["env"], cwd=lab["tmp"])
+    resumed = record(lab["tmp"], "killed")
+    assert resumed["status"] == "finished" and resumed["resumed_from"].endswith(".ckpt")
+    assert_same_results(resumed, lab["reference"])
+    # the same TensorBoard run goes on, and the first .hydra/ is kept as it was
+    assert len(list(folder.glob("events.out.tfevents.*"))) >= 2
+    assert "name=killed" in (folder / ".hydra" / "overrides.yaml").read_text()
+    assert len(list((folder / ".hydra").glob("resume_*/overrides.yaml"))) == 1
+
+
+def test_sigterm_saves_a_checkpoint_and_resume_matches(lab: dict) -> None:
+    proc = start(lab, "name=preempted")
+    folder = wait_for_checkpoint(lab, "preempted", proc)
+    proc.send_signal(signal.SIGTERM)  # during epoch 2: finish the batch, save, exit 143
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-2000:]
+    assert err.strip().splitlines()[-1] == (
+        f"interrupted: saved {folder}/checkpoints/last.ckpt; resume with alexnet-train ckpt_path=last name=preempted"
+    )
+    stopped = record(lab["tmp"], "preempted")
+    assert stopped["status"] == "interrupted" and 18 <= stopped["steps"] < lab["reference"]["steps"]
+    ckpt = torch.load(folder / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert ckpt["global_step"] == stopped["steps"]
+    run_cli("alexnet-train", "ckpt_path=last", "name=preempted", env=lab["env"], cwd=lab["tmp"])
+    assert_same_results(record(lab["tmp"], "preempted"), lab["reference"])
+
+
+def test_resume_with_another_network_is_refused(lab: dict) -> None:
+    ckpt = run_dir(lab["tmp"], "reference") / "checkpoints" / "last.ckpt"
+    before = ckpt.read_bytes()
+    proc = run_cli("alexnet-train", *RUN, "model=alexnet_cifar", f"ckpt_path={ckpt}", env=lab["env"], cwd=lab["tmp"], check=False)
+    assert proc.returncode == 2
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"error: checkpoint {ckpt} holds ConvNetCIFAR with num_classes=10, which does not fit")
+    assert line.endswith("use the model= and data settings it was trained with")
+    assert ckpt.read_bytes() == before
+
+
+def test_resume_of_an_unknown_run_is_refused(lab: dict) -> None:
+    runs = sorted((lab["tmp"] / "logs" / "train" / "runs").iterdir())
+    proc = run_cli("alexnet-train", "ckpt_path=last", "name=nosuchrun", env=lab["env"], cwd=lab["tmp"], check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: ckpt_path=last found no checkpoint of a run named 'nosuchrun'")
+    assert sorted((lab["tmp"] / "logs" / "train" / "runs").iterdir()) == runs  # nothing new left behind
+
+
+def test_nan_loss_stops_the_run_and_marks_it_failed(lab: dict) -> None:
+    proc = run_cli("alexnet-train", *RUN, "optimizer=sgd", "optimizer.lr=1e5", "name=diverged", env=lab["env"], cwd=lab["tmp"], check=False)
+    assert proc.returncode == 2
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: train/loss is nan in epoch 0: training diverged; lower optimizer.lr (now 100000)")
+    failed = record(lab["tmp"], "diverged")
+    assert failed["status"] == "failed" and failed["error"] == line.removeprefix("error: ")
+    assert not (run_dir(lab["tmp"], "diverged") / "checkpoints").exists()  # no NaN weights saved
+
+
+def test_unwritable_log_dir(lab: dict, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    proc = run_cli("alexnet-train", *RUN, f"paths.log_dir={blocker}/logs", env=lab["env"], cwd=lab["tmp"], check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"error: cannot write run dirs under {blocker}/logs/train/runs; set paths.log_dir (or ALEXNET_LOG_DIR) to a writable folder"
+    ]
+
+
+def test_full_disk_while_checkpointing(lab: dict, tmp_path: Path) -> None:
+    # every checkpoint costs two fsyncs (file and folder); the fifth fsync (second epoch's first save) hits a full disk
+    (tmp_path / "sitecustomize.py").write_text(
+        "import errno, os\n"
+        "_real, _calls = os.fsync, [0]\n"
+        "def fsync(fd):\n"
+        "    _calls[0] += 1\n"
+        "    if _calls[0] > 4:\n"
+        "        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))\n"
+        "    return _real(fd)\n"
+        "os.fsync = fsync\n"
+    )
+    env = dict(lab["env"], PYTHONPATH=str(tmp_path))
+    proc = run_cli("alexnet-train", *RUN, "name=fulldisk", env=env, cwd=lab["tmp"], check=False)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    folder = run_dir(lab["tmp"], "fulldisk")
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"error: could not write checkpoint {folder}/checkpoints/")
+    assert line.endswith("(No space left on device); free some space, earlier checkpoints are untouched")
+    files = sorted(p.name for p in (folder / "checkpoints").iterdir())
+    assert "last.ckpt" in files and not any(f.endswith(".tmp") for f in files)
+    for name in files:  # the first epoch's checkpoints are whole and loadable
+        assert torch.load(folder / "checkpoints" / name, map_location="cpu", weights_only=False)["epoch"] == 0
+    assert record(lab["tmp"], "fulldisk")["status"] == "failed"
+
+
+def test_atomic_save_keeps_the_old_file_when_a_write_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "last.ckpt"
+    atomic_torch_save({"step": 1}, target)
+
+    def torn_write(obj, f):
+        f.write(b"half a checkpoint")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", torn_write)
+    with pytest.raises(CheckpointWriteError, match="could not write checkpoint .*last.ckpt .*free some space"):
+        AtomicCheckpointIO().save_checkpoint({"step": 2}, target)
+    monkeypatch.undo()
+    assert torch.load(target) == {"step": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
+
+
+def test_ddp_on_cpu_inside_a_multirun_agrees_with_one_process(lab: dict) -> None:
+    # one sweep, two jobs: one process, and two spawned gloo processes splitting each global batch of 50.
+    # Dropout off: each rank draws its own masks, which one process cannot reproduce.
+    base = [*RUN, "trainer.max_epochs=2", "model.dropout=0.0"]
+    run_cli("alexnet-train", *base, "-m", "trainer=default,ddp", env=lab["env"], cwd=lab["tmp"], timeout=600)
+    (sweep,) = (lab["tmp"] / "logs" / "train" / "multiruns").iterdir()
+    one, ddp = (json.loads((sweep / job / "metrics.json").read_text()) for job in ("0_trainer=default", "1_trainer=ddp"))
+    assert one["config"]["trainer"]["devices"] == 1 and ddp["config"]["trainer"]["devices"] == 2
+    assert ddp["status"] == one["status"] == "finished"
+    assert ddp["steps"] == one["steps"] == 2 * 18 and ddp["epochs"] == 2
+    # the same samples, augmentation and weights up to float summation order in the all-reduce
+    # (measured: losses equal to 4e-7, errors identical)
+    for key in ("train/loss", "val/loss", "test/loss"):
+        assert ddp["final"][key] == pytest.approx(one["final"][key], abs=1e-4), key
+    for key in ("train/top1_err", "val/top1_err", "test/top1_err", "val/top5_err"):
+        assert ddp["final"][key] == pytest.approx(one["final"][key], abs=1.0), key  # at most one image in 100
