@@ -104,15 +104,19 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "versions": {"torch": torch.__version__, "lightning": L.__version__},
         "config": config_summary(cfg),
     }
-    cli.write_json(run_dir / "metrics.json", record)
 
+    def save() -> None:
+        if trainer.is_global_zero:  # under SLURM every rank runs this function; one writes
+            cli.write_json(run_dir / "metrics.json", record)
+
+    save()
     start = time.perf_counter()
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None, weights_only=False)
     except SIGTERMException:
         saved = run_dir / "checkpoints" / "last.ckpt"
         record.update(status="interrupted", seconds=round(time.perf_counter() - start, 2), steps=trainer.global_step)
-        cli.write_json(run_dir / "metrics.json", record)
+        save()
         resume = f"name={cfg.name}" if cfg.name else f"run_dir={run_dir}"
         print(f"interrupted: saved {saved}; resume with alexnet-train ckpt_path=last {resume}", file=sys.stderr)
         sys.exit(INTERRUPTED_EXIT_CODE)
@@ -138,7 +142,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     record["final"] = dict(sorted(final.items()))
     record["status"] = "finished"
     log_hparams(trainer, cfg)
-    cli.write_json(run_dir / "metrics.json", record)
+    save()
     log.info("metrics: %s", {k: round(v, 3) for k, v in record["final"].items()})
     return record
 

@@ -1,0 +1,72 @@
+"""Every config composes; experiments and the SLURM path say what they promise."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_module
+from hydra.core.global_hydra import GlobalHydra
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+import alexnet_lab.cli  # noqa: F401  (registers the resolvers the configs use)
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+@pytest.fixture
+def compose_train():
+    GlobalHydra.instance().clear()
+    with initialize_config_module(config_module="alexnet_lab.conf", version_base="1.3"):
+        yield lambda *overrides: compose(config_name="train", overrides=list(overrides), return_hydra_config=True)
+    GlobalHydra.instance().clear()
+
+
+@pytest.mark.parametrize("group", ["model", "trainer", "optimizer", "scheduler", "logger", "experiment", "debug"])
+def test_every_option_composes(group: str, compose_train) -> None:
+    options = sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+    assert options
+    for option in options:
+        cfg = compose_train(f"{group}={option}")
+        assert cfg.data.num_classes == 10, option
+
+
+def test_every_model_instantiates_with_its_config(compose_train) -> None:
+    # alexnet: 60,965,224 with 1000 classes, less fc8 (4,097,000) plus a 10-way fc8 (40,970)
+    expected = {"alexnet": 56_909_194, "alexnet_cifar": 9_638_474, "convnet_cifar": 89_578}
+    for name, params in expected.items():
+        net = instantiate(compose_train(f"model={name}").model)
+        assert sum(p.numel() for p in net.parameters()) == params, name
+
+
+def test_tutorial_experiment_is_the_keras_run(compose_train) -> None:
+    cfg = compose_train("experiment=tutorial_cifar10")
+    assert cfg.model._target_.endswith("AlexNetCIFAR") and cfg.model.norm == "batchnorm"
+    assert cfg.optimizer._target_ == "torch.optim.Adam" and cfg.optimizer.lr == 1e-3
+    assert (cfg.data.batch_size, cfg.trainer.max_epochs, cfg.data.val_size) == (32, 5, 0)
+    assert (cfg.data.crop_padding, cfg.data.hflip, cfg.data.mean, cfg.data.std) == (0, False, None, None)
+    assert not cfg.scheduler and cfg.test_ckpt == "last"
+
+
+def test_paper_experiment_uses_the_papers_recipe(compose_train) -> None:
+    cfg = compose_train("experiment=paper_cifar10")
+    assert cfg.optimizer._target_ == "torch.optim.SGD"
+    assert (cfg.optimizer.lr, cfg.optimizer.momentum, cfg.optimizer.weight_decay) == (0.01, 0.9, 5e-4)
+    assert cfg.scheduler._target_.endswith("ReduceLROnPlateau") and cfg.scheduler.factor == 0.1
+    assert cfg.data.batch_size == 128 and cfg.data.crop_padding == 4 and cfg.data.hflip
+
+
+def test_alexnet_lrn_defaults_are_the_papers_constants(compose_train) -> None:
+    lrn = compose_train("model=alexnet").model.lrn
+    assert dict(lrn) == {"size": 5, "alpha": 1e-4, "beta": 0.75, "k": 2.0}
+
+
+def test_slurm_launcher_runs_one_task_per_gpu(compose_train) -> None:
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    cfg = compose_train("hydra/launcher=slurm", "trainer=slurm", "trainer.num_nodes=2", "trainer.devices=4")
+    launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=False)
+    assert launcher["_target_"] == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    resolved = OmegaConf.merge(OmegaConf.masked_copy(cfg, ["trainer"]), {"l": cfg.hydra.launcher})
+    assert (resolved.l.nodes, resolved.l.tasks_per_node, resolved.l.gpus_per_node) == (2, 4, 4)
+    assert cfg.trainer.strategy == "ddp" and cfg.trainer.num_nodes == 2
