@@ -28,19 +28,29 @@ from alexnet_lab.module import TrainingDiverged
 
 log = logging.getLogger(__name__)
 
-# One id per process: a timestamp plus random hex, so two runs started in the same second never share a dir.
-RUN_ID = f"{time.strftime('%Y-%m-%d_%H-%M-%S')}_{secrets.token_hex(3)}"
+# One id per command: a timestamp plus random hex, so two runs started in the same second never share a dir.
+# Worker processes of that command (joblib launcher, spawned DDP) adopt their parent's id through the environment.
+_PARENT = os.environ.get("ALEXNET_RUN_ID", "").partition(":")
+RUN_ID = _PARENT[2] if _PARENT[0] == str(os.getppid()) else f"{time.strftime('%Y-%m-%d_%H-%M-%S')}_{secrets.token_hex(3)}"
+
+
+def share_run_id() -> None:
+    """Called by the console scripts: lets this command's worker processes resolve the same run dirs."""
+    os.environ["ALEXNET_RUN_ID"] = f"{os.getpid()}:{RUN_ID}"
+
+
 if not OmegaConf.has_resolver("run_id"):
     OmegaConf.register_new_resolver("run_id", lambda: RUN_ID)
 
 
-def swept_overrides(task_overrides: ListConfig | list[str]) -> str:
-    """This job's values of the keys the command line sweeps (``norm=none,seed=2``), for run dir names.
+def swept_overrides(task_overrides: ListConfig | list[str], sweeper_params: DictConfig | None = None) -> str:
+    """This job's values of the swept keys (``model.norm=none,seed=2``), for run dir and TensorBoard names.
 
-    Falls back to all of the job's overrides when the sweep was not given on this process's command line.
+    Swept keys are those of the sweeper's ``params`` (experiments) and those swept on this process's command
+    line; without any, all of the job's overrides.
     """
     parsed = OverridesParser.create().parse_overrides([a for a in sys.argv[1:] if "=" in a and not a.startswith("-")])
-    swept = {o.key_or_group for o in parsed if o.is_sweep_override()}
+    swept = {o.key_or_group for o in parsed if o.is_sweep_override()} | set(sweeper_params or {})
     mine = [str(o) for o in task_overrides]
     chosen = [o for o in mine if o.split("=", 1)[0].lstrip("+~") in swept] or mine
     return ",".join(sorted(chosen)).replace("/", "-") or "default"
@@ -148,11 +158,13 @@ def check_fits(ckpt: dict[str, Any], module: torch.nn.Module, path: Path) -> Non
         )
 
 
-def multirun_flag_first() -> None:
-    """Let ``-m``/``--multirun`` stand anywhere (``alexnet-train experiment=x -m seed=1,2``).
+def prepare_command_line() -> None:
+    """Share the run id with worker processes, and let ``-m``/``--multirun`` stand anywhere
+    (``alexnet-train experiment=x -m seed=1,2``).
 
     Hydra's argparse parser stops at the first positional override, so the flag is moved to the front.
     """
+    share_run_id()
     flags = [a for a in sys.argv[1:] if a in ("-m", "--multirun")]
     if flags:
         sys.argv[1:] = flags[:1] + [a for a in sys.argv[1:] if a not in ("-m", "--multirun")]

@@ -53,7 +53,7 @@ def hydra_main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    cli.multirun_flag_first()
+    cli.prepare_command_line()
     hydra_main()
 
 

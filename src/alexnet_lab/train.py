@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import random
 import sys
 import time
@@ -150,12 +151,12 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 @hydra.main(version_base="1.3", config_path="pkg://alexnet_lab.conf", config_name="train")
 def hydra_main(cfg: DictConfig) -> float | None:
     record = cli.run_guarded(train, cfg)
-    # the value Hydra sweepers (Optuna) minimise
-    return record["final"].get("val/top1_err") if record else None
+    # what Hydra sweepers (Optuna) minimise; NaN marks a failed trial without stopping the search
+    return record["final"].get(cfg.optimized_metric, math.nan) if record else math.nan
 
 
 def main() -> None:
-    cli.multirun_flag_first()
+    cli.prepare_command_line()
     hydra_main()
 
 
