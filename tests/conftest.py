@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 import pickle
 import subprocess
@@ -77,20 +76,28 @@ def batches_dir(tmp_path: Path) -> Path:
     return write_batches(tmp_path / "cifar").parent
 
 
-@pytest.fixture
-def cli_env(tmp_path: Path) -> dict[str, str]:
-    """Environment for the console scripts: logs and caches in tmp, no real data unless a test adds it."""
-    env = {k: v for k, v in os.environ.items() if k != "ALEXNET_CIFAR10"}
-    env.update(ALEXNET_LOG_DIR=str(tmp_path / "logs"), ALEXNET_DATA_DIR=str(tmp_path / "data"), HYDRA_FULL_ERROR="0")
+def isolated_env(root: Path, **extra: str) -> dict[str, str]:
+    """Environment for the console scripts: logs and data under ``root``, no real data unless a test adds it."""
+    env = {k: v for k, v in os.environ.items() if k not in ("ALEXNET_CIFAR10", "ALEXNET_RUN_ID")}
+    env.update(ALEXNET_LOG_DIR=str(root / "logs"), ALEXNET_DATA_DIR=str(root / "data"), HYDRA_FULL_ERROR="0", **extra)
     return env
 
 
-def run_cli(script: str, *args: str, env: dict[str, str], cwd: Path | None = None, check: bool = True, timeout: int = 300):
+@pytest.fixture
+def cli_env(tmp_path: Path) -> dict[str, str]:
+    return isolated_env(tmp_path)
+
+
+def run_cli(
+    script: str, *args: str, env: dict[str, str], cwd: Path | None = None, check: bool = True, timeout: int = 300
+):
     """Run alexnet-train / alexnet-eval (the installed console scripts) and return the CompletedProcess."""
     exe = Path(sys.executable).with_name(script)
     proc = subprocess.run([str(exe), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
-        raise AssertionError(f"{script} {' '.join(args)} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        raise AssertionError(
+            f"{script} {' '.join(args)} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        )
     return proc
 
 

@@ -18,7 +18,11 @@ def leftovers(logs: Path) -> list[Path]:
         ("model=vgg", 1, "Could not find 'model/vgg'"),
         ("data=imagenette", 1, "Could not find 'data/imagenette'"),
         ("trainer.max_epoch=3", 1, "Key 'max_epoch' is not in struct"),
-        ("trainer.max_epochs=abc", 2, "error: trainer.max_epochs='abc' is not an integer; give e.g. trainer.max_epochs=30"),
+        (
+            "trainer.max_epochs=abc",
+            2,
+            "error: trainer.max_epochs='abc' is not an integer; give e.g. trainer.max_epochs=30",
+        ),
         ("data.batch_size=1.5", 2, "error: data.batch_size=1.5 is not an integer; give e.g. data.batch_size=128"),
         ("optimizer.lr=fast", 2, "error: optimizer.lr='fast' is not a number; give e.g. optimizer.lr=0.01"),
         ("data.hflip=maybe", 2, "error: data.hflip='maybe' is not a boolean; use data.hflip=true or data.hflip=false"),

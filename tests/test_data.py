@@ -67,7 +67,9 @@ def test_tree_and_archives_decode_to_the_same_tensors(tmp_path: Path) -> None:
             assert torch.equal(from_tree.splits[split][1], other.splits[split][1])
     assert len(from_tree.splits["test"][1]) == 50
     _, labels = make_images(250, seed=0)  # what write_tree wrote: images 200..249 are the test split
-    assert from_tree.splits["test"][1].bincount(minlength=10).tolist() == np.bincount(labels[200:], minlength=10).tolist()
+    assert (
+        from_tree.splits["test"][1].bincount(minlength=10).tolist() == np.bincount(labels[200:], minlength=10).tolist()
+    )
 
 
 def test_official_archive(tmp_path: Path) -> None:

@@ -18,14 +18,24 @@ def test_wheel_ships_the_configs_and_runs_outside_the_checkout(tmp_path: Path) -
     )  # fmt: skip
     (wheel,) = (tmp_path / "dist").glob("alexnet_lab-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    for conf in ("train.yaml", "eval.yaml", "model/alexnet.yaml", "data/cifar10.yaml", "experiment/tutorial_cifar10.yaml"):
+    for conf in (
+        "train.yaml",
+        "eval.yaml",
+        "model/alexnet.yaml",
+        "data/cifar10.yaml",
+        "experiment/tutorial_cifar10.yaml",
+    ):
         assert f"alexnet_lab/conf/{conf}" in names, conf
     assert any(n.endswith("entry_points.txt") for n in names)
     entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "alexnet-train = alexnet_lab.train:main" in entry_points
 
     target = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)], check=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
+        check=True,
+        timeout=300,
+    )
     elsewhere = tmp_path / "elsewhere"
     write_batches(elsewhere / "data" / "cifar10", n_train=100, n_test=20)
     env = {k: v for k, v in os.environ.items() if k not in ("ALEXNET_CIFAR10", "ALEXNET_LOG_DIR", "ALEXNET_DATA_DIR")}
@@ -35,7 +45,9 @@ def test_wheel_ships_the_configs_and_runs_outside_the_checkout(tmp_path: Path) -
         "sys.argv = ['alexnet-train', 'model=convnet_cifar', 'debug=fast_dev_run', 'data.val_size=20', 'trainer.accelerator=cpu']; "
         "from alexnet_lab.train import main; main()"
     )
-    proc = subprocess.run([sys.executable, "-c", code, str(target)], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(target)], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "test/top1_err" in proc.stdout
     # runs go to logs/ under the directory the command was started in

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import FAST, run_cli, write_batches
+from conftest import FAST, isolated_env, run_cli, write_batches
 
 from alexnet_lab.checkpointing import AtomicCheckpointIO, CheckpointWriteError, atomic_torch_save
 
@@ -27,8 +26,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Generated data and one uninterrupted reference run."""
     tmp = tmp_path_factory.mktemp("lab")
     write_batches(tmp / "data" / "cifar10", n_train=1000, n_test=200)
-    env = {k: v for k, v in os.environ.items() if k != "ALEXNET_CIFAR10"}
-    env.update(ALEXNET_LOG_DIR=str(tmp / "logs"), ALEXNET_DATA_DIR=str(tmp / "data"))
+    env = isolated_env(tmp)
     run_cli("alexnet-train", *RUN, "name=reference", env=env, cwd=tmp)
     return {"env": env, "tmp": tmp, "reference": record(tmp, "reference")}
 
@@ -44,7 +42,9 @@ def record(tmp: Path, name: str) -> dict:
 
 def start(lab: dict, *args: str) -> subprocess.Popen:
     exe = str(Path(sys.executable).with_name("alexnet-train"))
-    return subprocess.Popen([exe, *RUN, *args], env=lab["env"], cwd=lab["tmp"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [exe, *RUN, *args], env=lab["env"], cwd=lab["tmp"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def wait_for_checkpoint(lab: dict, name: str, proc: subprocess.Popen, timeout: float = 240) -> Path:
@@ -106,7 +106,9 @@ def test_sigterm_saves_a_checkpoint_and_resume_matches(lab: dict) -> None:
 def test_resume_with_another_network_is_refused(lab: dict) -> None:
     ckpt = run_dir(lab["tmp"], "reference") / "checkpoints" / "last.ckpt"
     before = ckpt.read_bytes()
-    proc = run_cli("alexnet-train", *RUN, "model=alexnet_cifar", f"ckpt_path={ckpt}", env=lab["env"], cwd=lab["tmp"], check=False)
+    proc = run_cli(
+        "alexnet-train", *RUN, "model=alexnet_cifar", f"ckpt_path={ckpt}", env=lab["env"], cwd=lab["tmp"], check=False
+    )
     assert proc.returncode == 2
     line = proc.stderr.strip().splitlines()[-1]
     assert line.startswith(f"error: checkpoint {ckpt} holds ConvNetCIFAR with num_classes=10, which does not fit")
@@ -118,12 +120,25 @@ def test_resume_of_an_unknown_run_is_refused(lab: dict) -> None:
     runs = sorted((lab["tmp"] / "logs" / "train" / "runs").iterdir())
     proc = run_cli("alexnet-train", "ckpt_path=last", "name=nosuchrun", env=lab["env"], cwd=lab["tmp"], check=False)
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1].startswith("error: ckpt_path=last found no checkpoint of a run named 'nosuchrun'")
+    assert (
+        proc.stderr.strip()
+        .splitlines()[-1]
+        .startswith("error: ckpt_path=last found no checkpoint of a run named 'nosuchrun'")
+    )
     assert sorted((lab["tmp"] / "logs" / "train" / "runs").iterdir()) == runs  # nothing new left behind
 
 
 def test_nan_loss_stops_the_run_and_marks_it_failed(lab: dict) -> None:
-    proc = run_cli("alexnet-train", *RUN, "optimizer=sgd", "optimizer.lr=1e5", "name=diverged", env=lab["env"], cwd=lab["tmp"], check=False)
+    proc = run_cli(
+        "alexnet-train",
+        *RUN,
+        "optimizer=sgd",
+        "optimizer.lr=1e5",
+        "name=diverged",
+        env=lab["env"],
+        cwd=lab["tmp"],
+        check=False,
+    )
     assert proc.returncode == 2
     line = proc.stderr.strip().splitlines()[-1]
     assert line.startswith("error: train/loss is nan in epoch 0: training diverged; lower optimizer.lr (now 100000)")
@@ -190,7 +205,9 @@ def test_ddp_on_cpu_inside_a_multirun_agrees_with_one_process(lab: dict) -> None
     base = [*RUN, "trainer.max_epochs=2", "model.dropout=0.0"]
     run_cli("alexnet-train", *base, "-m", "trainer=default,ddp", env=lab["env"], cwd=lab["tmp"], timeout=600)
     (sweep,) = (lab["tmp"] / "logs" / "train" / "multiruns").iterdir()
-    one, ddp = (json.loads((sweep / job / "metrics.json").read_text()) for job in ("0_trainer=default", "1_trainer=ddp"))
+    one, ddp = (
+        json.loads((sweep / job / "metrics.json").read_text()) for job in ("0_trainer=default", "1_trainer=ddp")
+    )
     assert one["config"]["trainer"]["devices"] == 1 and ddp["config"]["trainer"]["devices"] == 2
     assert ddp["status"] == one["status"] == "finished"
     assert ddp["steps"] == one["steps"] == 2 * 18 and ddp["epochs"] == 2

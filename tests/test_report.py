@@ -11,13 +11,15 @@ import statistics
 from pathlib import Path
 
 import pytest
-from conftest import FAST, run_cli, write_batches
+from conftest import FAST, isolated_env, run_cli, write_batches
 from PIL import Image
 
 from alexnet_lab.report import build_report, mean_std, t_quantile, welch_interval
 
 
-@pytest.mark.parametrize("df, expected", [(1, 12.706205), (2, 4.302653), (4, 2.776445), (10, 2.228139), (1000, 1.962339)])
+@pytest.mark.parametrize(
+    "df, expected", [(1, 12.706205), (2, 4.302653), (4, 2.776445), (10, 2.228139), (1000, 1.962339)]
+)
 def test_t_quantile(df: float, expected: float) -> None:
     assert t_quantile(0.975, df) == pytest.approx(expected, abs=1e-5)
     assert t_quantile(0.025, df) == pytest.approx(-expected, abs=1e-5)
@@ -56,8 +58,7 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_batches(tmp / "data" / "cifar10", n_train=1000, n_test=200)
     (tmp / "inject").mkdir()
     (tmp / "inject" / "sitecustomize.py").write_text(INJECT)
-    env = {k: v for k, v in os.environ.items() if k != "ALEXNET_CIFAR10"}
-    env.update(ALEXNET_LOG_DIR=str(tmp / "logs"), ALEXNET_DATA_DIR=str(tmp / "data"), PYTHONPATH=str(tmp / "inject"))
+    env = isolated_env(tmp, PYTHONPATH=str(tmp / "inject"))
     args = ["-m", "experiment=activation_ablation", *FAST, "trainer.max_epochs=3", "optimizer=adam", "seed=1,2"]
     proc = run_cli("alexnet-train", *args, env=env, cwd=tmp)
     (folder,) = (tmp / "logs" / "train" / "multiruns").iterdir()
@@ -84,7 +85,11 @@ def test_sweep_goes_on_after_a_failed_job(sweep: Path) -> None:
 def test_report_rows_counts_and_means(sweep: Path) -> None:
     records = jobs(sweep)
     markdown = (sweep / "report.md").read_text()  # written by the Hydra callback at the end of the multirun
-    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in markdown.splitlines() if line.startswith("| model.")}
+    rows = {
+        line.split(" | ")[0].lstrip("| "): line.split(" | ")
+        for line in markdown.splitlines()
+        if line.startswith("| model.")
+    }
     assert list(rows) == ["model.activation=relu (baseline)", "model.activation=tanh"]
     assert rows["model.activation=relu (baseline)"][1] == "2 / 2" and rows["model.activation=tanh"][1] == "1 / 2"
     relu = [records[f"{i}_model.activation=relu,seed={i + 1}"]["final"]["test/top1_err"] for i in (0, 1)]
@@ -102,7 +107,10 @@ def test_report_csv_png_and_tensorboard(sweep: Path) -> None:
     with open(sweep / "report.csv") as f:
         table = list(csv.DictReader(f))
     assert [row["variant"] for row in table] == ["model.activation=relu", "model.activation=tanh"]
-    assert [(row["finished"], row["started"], row["baseline"]) for row in table] == [("2", "2", "True"), ("1", "2", "False")]
+    assert [(row["finished"], row["started"], row["baseline"]) for row in table] == [
+        ("2", "2", "True"),
+        ("1", "2", "False"),
+    ]
     relu5 = [records[f"{i}_model.activation=relu,seed={i + 1}"]["final"]["test/top5_err"] for i in (0, 1)]
     assert float(table[0]["test/top5_err_mean"]) == pytest.approx(statistics.fmean(relu5), abs=1e-6)
     assert float(table[0]["test/top5_err_std"]) == pytest.approx(statistics.stdev(relu5), abs=1e-6)
@@ -116,7 +124,9 @@ def test_report_csv_png_and_tensorboard(sweep: Path) -> None:
     variant = EventAccumulator(str(next((sweep / "report").glob("0_*"))))
     variant.Reload()
     assert "_hparams_/session_start_info" in variant.PluginTagToContent("hparams")
-    assert variant.Scalars("mean/test/top1_err")[0].value == pytest.approx(float(table[0]["test/top1_err_mean"]), abs=1e-4)
+    assert variant.Scalars("mean/test/top1_err")[0].value == pytest.approx(
+        float(table[0]["test/top1_err_mean"]), abs=1e-4
+    )
 
 
 def test_report_cli_on_a_copied_sweep(sweep: Path, tmp_path: Path, cli_env: dict) -> None:
@@ -141,11 +151,15 @@ def test_notebook_runs_headless(sweep: Path, tmp_path: Path) -> None:
     notebook = nbformat.read(Path(__file__).resolve().parents[1] / "notebooks" / "ablation_report.ipynb", as_version=4)
     os.environ["SWEEP_DIR"] = str(sweep)
     try:
-        nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+        nbclient.NotebookClient(
+            notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+        ).execute()
     finally:
         del os.environ["SWEEP_DIR"]
     outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
-    text = "".join(o.get("text", "") for o in outputs) + "".join(o.get("data", {}).get("text/markdown", "") for o in outputs)
+    text = "".join(o.get("text", "") for o in outputs) + "".join(
+        o.get("data", {}).get("text/markdown", "") for o in outputs
+    )
     assert f"sweep: {sweep}, 4 jobs, baseline: model.activation=relu" in text
     assert "| model.activation=tanh | 1 / 2 |" in text
     assert sum("image/png" in o.get("data", {}) for o in outputs) == 2  # the bar chart and the learning curves

@@ -73,7 +73,9 @@ def test_training_ranks_together_see_the_single_process_batches() -> None:
     images = torch.randint(0, 256, (100, 3, 8, 8), dtype=torch.uint8)
     kwargs = dict(shuffle=True, drop_last=True, crop_padding=2, hflip=True, seed=4)
     single = list(TensorBatches(images, torch.arange(100), 20, Normalize(), **kwargs))
-    ranks = [list(TensorBatches(images, torch.arange(100), 20, Normalize(), rank=r, world_size=2, **kwargs)) for r in (0, 1)]
+    ranks = [
+        list(TensorBatches(images, torch.arange(100), 20, Normalize(), rank=r, world_size=2, **kwargs)) for r in (0, 1)
+    ]
     assert len(single) == len(ranks[0]) == len(ranks[1]) == 5
     for (x, y), (x0, y0), (x1, y1) in zip(single, *ranks):
         # global batch i = rank 0's batch i followed by rank 1's: same samples, same crops and flips

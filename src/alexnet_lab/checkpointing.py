@@ -40,7 +40,9 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
     except OSError as err:
         tmp.unlink(missing_ok=True)
         hint = "free some space" if err.errno == errno.ENOSPC else "check the folder's permissions"
-        error = CheckpointWriteError(f"could not write checkpoint {path} ({err.strerror or err}); {hint}, earlier checkpoints are untouched")
+        error = CheckpointWriteError(
+            f"could not write checkpoint {path} ({err.strerror or err}); {hint}, earlier checkpoints are untouched"
+        )
         error.errno = err.errno
         raise error from err
     dir_fd = os.open(path.parent, os.O_RDONLY)

@@ -28,19 +28,28 @@ from alexnet_lab.module import TrainingDiverged
 
 log = logging.getLogger(__name__)
 
+
+class ConfigError(ValueError):
+    """A configuration that cannot work; the message names the key and the fix."""
+
+
+USER_ERRORS = (ConfigError, DataError, TrainingDiverged, CheckpointWriteError)
+
+
+# ----------------------------------------------------------------------------- run ids and run dirs
+
+
 # One id per command: a timestamp plus random hex, so two runs started in the same second never share a dir.
 # Worker processes of that command (joblib launcher, spawned DDP) adopt their parent's id through the environment.
 _PARENT = os.environ.get("ALEXNET_RUN_ID", "").partition(":")
-RUN_ID = _PARENT[2] if _PARENT[0] == str(os.getppid()) else f"{time.strftime('%Y-%m-%d_%H-%M-%S')}_{secrets.token_hex(3)}"
+RUN_ID = (
+    _PARENT[2] if _PARENT[0] == str(os.getppid()) else f"{time.strftime('%Y-%m-%d_%H-%M-%S')}_{secrets.token_hex(3)}"
+)
 
 
 def share_run_id() -> None:
     """Called by the console scripts: lets this command's worker processes resolve the same run dirs."""
     os.environ["ALEXNET_RUN_ID"] = f"{os.getpid()}:{RUN_ID}"
-
-
-if not OmegaConf.has_resolver("run_id"):
-    OmegaConf.register_new_resolver("run_id", lambda: RUN_ID)
 
 
 def swept_overrides(task_overrides: ListConfig | list[str], sweeper_params: DictConfig | None = None) -> str:
@@ -56,26 +65,11 @@ def swept_overrides(task_overrides: ListConfig | list[str], sweeper_params: Dict
     return ",".join(sorted(chosen)).replace("/", "-") or "default"
 
 
-if not OmegaConf.has_resolver("swept"):
-    OmegaConf.register_new_resolver("swept", swept_overrides)
-# the start directory; unlike ${hydra:runtime.cwd} it resolves before Hydra has set up a multirun
-if not OmegaConf.has_resolver("cwd"):
-    OmegaConf.register_new_resolver("cwd", os.getcwd)
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot work; the message names the key and the fix."""
-
-
-USER_ERRORS = (ConfigError, DataError, TrainingDiverged, CheckpointWriteError)
-
-
-# ---------------------------------------------------------------------------------------- run dirs
-
-
 def newest_run(runs: Path, name: str) -> Path | None:
     """The most recent run dir called ``<time>_<random>_<name>`` under ``runs`` (names sort by start time)."""
-    found = sorted(p for p in runs.glob(f"*_{name}") if re.fullmatch(rf"[\d-]+_[\d-]+_[0-9a-f]{{6}}_{re.escape(name)}", p.name))
+    found = sorted(
+        p for p in runs.glob(f"*_{name}") if re.fullmatch(rf"[\d-]+_[\d-]+_[0-9a-f]{{6}}_{re.escape(name)}", p.name)
+    )
     return found[-1] if found else None
 
 
@@ -87,7 +81,10 @@ def run_dir_for(runs: str, name: str | None, ckpt_path: str | None, run_dir: str
     except OSError:
         writable = False
     if not writable:  # exit here: an exception would reach the user wrapped in Hydra's resolver traceback
-        print(f"error: cannot write run dirs under {runs}; set paths.log_dir (or ALEXNET_LOG_DIR) to a writable folder", file=sys.stderr)
+        print(
+            f"error: cannot write run dirs under {runs}; set paths.log_dir (or ALEXNET_LOG_DIR) to a writable folder",
+            file=sys.stderr,
+        )
         sys.exit(2)
     if ckpt_path == "last":
         if run_dir:
@@ -102,9 +99,71 @@ def hydra_subdir_for(ckpt_path: str | None) -> str:
     return f".hydra/resume_{RUN_ID}" if ckpt_path == "last" else ".hydra"
 
 
-for _name, _fn in (("run_dir_for", run_dir_for), ("hydra_subdir_for", hydra_subdir_for)):
+# Resolvers the configs use: ${run_id:}, ${swept:...}, ${run_dir_for:...}, ${hydra_subdir_for:...} and
+# ${cwd:}, the start directory (unlike ${hydra:runtime.cwd} it resolves before Hydra sets up a multirun).
+for _name, _resolver in (
+    ("run_id", lambda: RUN_ID),
+    ("swept", swept_overrides),
+    ("run_dir_for", run_dir_for),
+    ("hydra_subdir_for", hydra_subdir_for),
+    ("cwd", os.getcwd),
+):
     if not OmegaConf.has_resolver(_name):
-        OmegaConf.register_new_resolver(_name, _fn)
+        OmegaConf.register_new_resolver(_name, _resolver)
+
+
+# ----------------------------------------------------------------------- command line and overrides
+
+
+def prepare_command_line() -> None:
+    """Share the run id with worker processes, and let ``-m``/``--multirun`` stand anywhere
+    (``alexnet-train experiment=x -m seed=1,2``).
+
+    Hydra's argparse parser stops at the first positional override, so the flag is moved to the front.
+    """
+    share_run_id()
+    flags = [a for a in sys.argv[1:] if a in ("-m", "--multirun")]
+    if flags:
+        sys.argv[1:] = flags[:1] + [a for a in sys.argv[1:] if a not in ("-m", "--multirun")]
+
+
+def check_override_types(cfg: DictConfig) -> None:
+    """Refuse command-line values whose type differs from the configured default (``trainer.max_epochs=abc``).
+
+    Hydra accepts any string for a YAML key; the defaults are composed once more without the value
+    overrides and each overridden number or boolean must still be one.
+    """
+    hc = HydraConfig.get()
+    overrides = OverridesParser.create().parse_overrides(list(hc.overrides.task))
+    value_keys, base = [], []
+    for override, text in zip(overrides, hc.overrides.task):
+        key = override.key_or_group
+        node = OmegaConf.select(cfg, key, throw_on_resolution_failure=False) if not override.is_delete() else None
+        if (
+            override.is_sweep_override()
+            or override.is_delete()
+            or node is None
+            or isinstance(node, (DictConfig, ListConfig))
+        ):
+            base.append(text)  # a config group choice (model=alexnet) or something we cannot type-check
+        else:
+            value_keys.append(key)
+    if not value_keys:
+        return
+    defaults = compose(config_name=hc.job.config_name, overrides=base)
+    for key in value_keys:
+        default = OmegaConf.select(defaults, key, throw_on_resolution_failure=False)
+        value = OmegaConf.select(cfg, key, throw_on_resolution_failure=False)
+        if isinstance(default, bool) and not isinstance(value, bool):
+            raise ConfigError(f"{key}={value!r} is not a boolean; use {key}=true or {key}=false")
+        if isinstance(default, int) and not isinstance(default, bool):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"{key}={value!r} is not an integer; give e.g. {key}={default}")
+        if isinstance(default, float) and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise ConfigError(f"{key}={value!r} is not a number; give e.g. {key}={default}")
+
+
+# ------------------------------------------------------------------------- resuming and checkpoints
 
 
 def resume_config(cfg: DictConfig, run_dir: Path) -> tuple[DictConfig, Path]:
@@ -158,47 +217,7 @@ def check_fits(ckpt: dict[str, Any], module: torch.nn.Module, path: Path) -> Non
         )
 
 
-def prepare_command_line() -> None:
-    """Share the run id with worker processes, and let ``-m``/``--multirun`` stand anywhere
-    (``alexnet-train experiment=x -m seed=1,2``).
-
-    Hydra's argparse parser stops at the first positional override, so the flag is moved to the front.
-    """
-    share_run_id()
-    flags = [a for a in sys.argv[1:] if a in ("-m", "--multirun")]
-    if flags:
-        sys.argv[1:] = flags[:1] + [a for a in sys.argv[1:] if a not in ("-m", "--multirun")]
-
-
-def check_override_types(cfg: DictConfig) -> None:
-    """Refuse command-line values whose type differs from the configured default (``trainer.max_epochs=abc``).
-
-    Hydra accepts any string for a YAML key; the defaults are composed once more without the value
-    overrides and each overridden number or boolean must still be one.
-    """
-    hc = HydraConfig.get()
-    overrides = OverridesParser.create().parse_overrides(list(hc.overrides.task))
-    value_keys, base = [], []
-    for override, text in zip(overrides, hc.overrides.task):
-        key = override.key_or_group
-        node = OmegaConf.select(cfg, key, throw_on_resolution_failure=False) if not override.is_delete() else None
-        if override.is_sweep_override() or override.is_delete() or node is None or isinstance(node, (DictConfig, ListConfig)):
-            base.append(text)  # a config group choice (model=alexnet) or something we cannot type-check
-        else:
-            value_keys.append(key)
-    if not value_keys:
-        return
-    defaults = compose(config_name=hc.job.config_name, overrides=base)
-    for key in value_keys:
-        default = OmegaConf.select(defaults, key, throw_on_resolution_failure=False)
-        value = OmegaConf.select(cfg, key, throw_on_resolution_failure=False)
-        if isinstance(default, bool) and not isinstance(value, bool):
-            raise ConfigError(f"{key}={value!r} is not a boolean; use {key}=true or {key}=false")
-        if isinstance(default, int) and not isinstance(default, bool):
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ConfigError(f"{key}={value!r} is not an integer; give e.g. {key}={default}")
-        if isinstance(default, float) and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            raise ConfigError(f"{key}={value!r} is not a number; give e.g. {key}={default}")
+# -------------------------------------------------------------------------------------- run records
 
 
 def git_info(path: Path) -> dict[str, Any]:
@@ -267,7 +286,9 @@ def run_guarded(task: Callable[[DictConfig, Path], dict], cfg: DictConfig) -> di
 
 
 def _record_failure(run_dir: Path, message: str) -> None:
+    """Mark this run failed; a record this run did not start (a resumed run's earlier result) stays as it was."""
     path = run_dir / "metrics.json"
-    record = json.loads(path.read_text()) if path.exists() else {}
-    record.update(status="failed", error=message)
-    write_json(path, record)
+    record = json.loads(path.read_text()) if path.exists() else {"status": "running"}
+    if record.get("status") == "running":
+        record.update(status="failed", error=message)
+        write_json(path, record)

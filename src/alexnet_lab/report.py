@@ -205,7 +205,9 @@ def build_report(sweep: Path) -> Report:
         rows.setdefault(label, Row(label, values, [])).jobs.append(job)
     ablation = next((j.config.get("ablation") for j in jobs if j.config.get("ablation")), None) or {}
     wanted = {k: str(v).lower() for k, v in (ablation.get("baseline") or {}).items()}
-    baseline = next((r for r in rows.values() if wanted and all(r.values.get(k, "").lower() == v for k, v in wanted.items())), None)
+    baseline = next(
+        (r for r in rows.values() if wanted and all(r.values.get(k, "").lower() == v for k, v in wanted.items())), None
+    )
     baseline = baseline or next(iter(rows.values()))
     mark = ablation.get("milestone")
     for row in rows.values():
@@ -260,7 +262,18 @@ def to_markdown(report: Report) -> str:
         "",
     ]
     mark = report.ablation.get("milestone")
-    header = ["variant", "finished / started", "test top-1", "test top-5", "val top-1", "val top-5", "Δ test top-1", "Δ test top-5", "epochs", "time (s)"]
+    header = [
+        "variant",
+        "finished / started",
+        "test top-1",
+        "test top-5",
+        "val top-1",
+        "val top-5",
+        "Δ test top-1",
+        "Δ test top-5",
+        "epochs",
+        "time (s)",
+    ]
     if mark:
         header += [f"epochs to {mark['metric']} ≤ {mark['below']:g}", "seconds to it"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -290,10 +303,14 @@ def to_markdown(report: Report) -> str:
                 continue
             for metric, key in (("test/top1_err", "top1"), ("test/top5_err", "top5")):
                 if key in claim and metric in row.diffs:
-                    lines.append(f"  - {row.label}: Δ {metric} measured {_diff(row.diffs[metric])}, paper {claim[key]:+.1f}")
+                    lines.append(
+                        f"  - {row.label}: Δ {metric} measured {_diff(row.diffs[metric])}, paper {claim[key]:+.1f}"
+                    )
             if "speedup" in claim and row.milestone and report.baseline and report.baseline.milestone:
                 ratio = row.milestone[0] / report.baseline.milestone[0]
-                lines.append(f"  - {row.label}: {ratio:.1f}x the baseline's epochs to the milestone, paper {claim['speedup']:g}x")
+                lines.append(
+                    f"  - {row.label}: {ratio:.1f}x the baseline's epochs to the milestone, paper {claim['speedup']:g}x"
+                )
     for dataset, other_claim in other.items():
         lines.append(f"- Paper ({dataset}, not this dataset): {other_claim.get('text', '')}")
     if report.failed:
@@ -326,9 +343,14 @@ def write_chart(report: Report, path: Path) -> None:
     fig = Figure(figsize=(max(5.0, 1.6 * len(labels) + 2), 4))
     ax = fig.subplots()
     width = 0.38
-    for offset, metric, name in ((-width / 2, "test/top1_err", "test top-1"), (width / 2, "test/top5_err", "test top-5")):
+    for offset, metric, name in (
+        (-width / 2, "test/top1_err", "test top-1"),
+        (width / 2, "test/top5_err", "test top-5"),
+    ):
         means = [row.stats.get(metric, (math.nan, math.nan))[0] for row in report.rows]
-        stds = [0.0 if math.isnan(s) else s for s in (row.stats.get(metric, (math.nan, math.nan))[1] for row in report.rows)]
+        stds = [
+            0.0 if math.isnan(s) else s for s in (row.stats.get(metric, (math.nan, math.nan))[1] for row in report.rows)
+        ]
         ax.bar([i + offset for i in range(len(labels))], means, width, yerr=stds, capsize=4, label=name)
     ax.set_xticks(range(len(labels)), labels, rotation=15, ha="right")
     ax.set_ylabel("error (%), mean ± std over seeds")
@@ -386,7 +408,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("sweep", type=Path, help="a multirun dir, e.g. logs/train/multiruns/<time>_<random>")
     args = parser.parse_args(argv)
     if not args.sweep.is_dir():
-        print(f"error: {args.sweep} is not a directory; give a multirun dir such as logs/train/multiruns/<run>", file=sys.stderr)
+        print(
+            f"error: {args.sweep} is not a directory; give a multirun dir such as logs/train/multiruns/<run>",
+            file=sys.stderr,
+        )
         sys.exit(2)
     try:
         markdown = write_report(args.sweep)

@@ -72,7 +72,10 @@ def scalar_metrics(trainer: L.Trainer, prefix: str = "") -> dict[str, float]:
 
 
 def config_summary(cfg: DictConfig) -> dict[str, Any]:
-    pick = {k: OmegaConf.to_container(cfg[k], resolve=True) if cfg.get(k) else None for k in ("model", "optimizer", "scheduler")}
+    pick = {
+        k: OmegaConf.to_container(cfg[k], resolve=True) if cfg.get(k) else None
+        for k in ("model", "optimizer", "scheduler")
+    }
     data = OmegaConf.to_container(cfg.data, resolve=True)
     trainer = {k: cfg.trainer.get(k) for k in ("accelerator", "devices", "precision", "max_epochs", "deterministic")}
     return {**pick, "data": data, "trainer": trainer}
@@ -113,7 +116,9 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     save()
     start = time.perf_counter()
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None, weights_only=False)
+        trainer.fit(
+            module, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None, weights_only=False
+        )
     except SIGTERMException:
         saved = run_dir / "checkpoints" / "last.ckpt"
         record.update(status="interrupted", seconds=round(time.perf_counter() - start, 2), steps=trainer.global_step)

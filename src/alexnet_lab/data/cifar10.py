@@ -42,7 +42,9 @@ def _unpickle(data: bytes, name: str) -> dict:
     try:
         return pickle.loads(data, encoding="bytes")
     except Exception as err:  # any unpickling failure means a corrupt file
-        raise DataError(f"corrupt CIFAR-10 batch file {name} ({type(err).__name__}); re-download or re-extract it") from err
+        raise DataError(
+            f"corrupt CIFAR-10 batch file {name} ({type(err).__name__}); re-download or re-extract it"
+        ) from err
 
 
 def _decode_batches(files: dict[str, bytes], where: str) -> dict:
@@ -123,7 +125,9 @@ def _read_tree_folder(root: Path) -> dict:
             for cls_dir in sorted(p for p in (root / split).iterdir() if p.is_dir()):
                 files = [f for f in sorted(cls_dir.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
                 if not files:
-                    raise DataError(f"class folder {cls_dir} holds no PNG or JPEG images; add them or remove the folder")
+                    raise DataError(
+                        f"class folder {cls_dir} holds no PNG or JPEG images; add them or remove the folder"
+                    )
                 for f in files:
                     yield split, cls_dir.name, f.name, f.read_bytes()
 
@@ -250,7 +254,9 @@ class CIFAR10DataModule(L.LightningDataModule):
             try:
                 CIFAR10(str(self.cache_dir), train=True, download=True)
             except Exception as err:  # network errors come in many types
-                raise DataError(f"CIFAR-10 download to {self.cache_dir} failed ({err}); set data.path to a local copy") from err
+                raise DataError(
+                    f"CIFAR-10 download to {self.cache_dir} failed ({err}); set data.path to a local copy"
+                ) from err
             return "batches", self.cache_dir / BATCHES_DIR
         raise DataError(
             f"no CIFAR-10 data at {self.path}: expected {BATCHES_DIR}/, train/<class>/ + test/<class>/ image folders, "
@@ -322,7 +328,9 @@ class CIFAR10DataModule(L.LightningDataModule):
         batch_size = self.batch_size if train else self.eval_batch_size
         if batch_size % world_size:
             key = "data.batch_size" if train else "data.eval_batch_size"
-            raise DataError(f"{key}={batch_size} (the global batch) does not split over {world_size} devices; use a multiple of {world_size}")
+            raise DataError(
+                f"{key}={batch_size} (the global batch) does not split over {world_size} devices; use a multiple of {world_size}"
+            )
         return TensorBatches(
             images,
             labels,
