@@ -48,9 +48,10 @@ def write_batches(root: Path, n_train: int = 500, n_test: int = 100, seed: int =
     return folder
 
 
-def write_tree(root: Path, n_train: int = 200, n_test: int = 50, fmt: str = "PNG", seed: int = 0) -> Path:
+def write_tree(root: Path, n_train: int = 200, n_test: int = 50, fmt: str = "PNG", seed: int = 0, classes: int = 10) -> Path:
     """root/train/<class>/*.png and root/test/<class>/*.png (lossless PNG, so pixels can be compared)."""
     x, y = make_images(n_train + n_test, seed)
+    y = y % classes
     for i in range(n_train + n_test):
         split = "train" if i < n_train else "test"
         folder = root / split / CLASSES[y[i]]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import FAST, isolated_env, run_cli, write_batches
+from conftest import FAST, isolated_env, run_cli, write_batches, write_tree
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
@@ -112,6 +112,15 @@ def test_eval_reproduces_the_train_time_test_metrics(trained: dict) -> None:
     for key in ("test/loss", "test/top1_err", "test/top5_err"):
         assert evaluated["final"][key] == pytest.approx(record["final"][key], abs=1e-5), key
     assert evaluated["config"]["model"] == record["config"]["model"]
+
+
+def test_eval_refuses_data_with_another_class_count(trained: dict) -> None:
+    record = json.loads((trained["run_dir"] / "metrics.json").read_text())
+    three = write_tree(trained["tmp"] / "three-classes", n_train=30, n_test=30, classes=3)
+    args = [f"ckpt_path={record['best']['ckpt_path']}", f"data.path={three}", f"data.cache_dir={trained['tmp']}/c3"]
+    proc = run_cli("alexnet-eval", *args, env=trained["env"], cwd=trained["tmp"], check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == "error: data has 3 classes, data.num_classes is 10; fix one"
 
 
 def test_eval_refuses_a_missing_checkpoint(trained: dict) -> None:

@@ -29,11 +29,10 @@ log = logging.getLogger(__name__)
 FINAL_METRICS = ("val/top1_err", "val/top5_err", "test/top1_err", "test/top5_err")
 
 
-def build(cfg: DictConfig, seed: int) -> tuple[L.LightningDataModule, Classifier, L.Trainer]:
+def build(cfg: DictConfig) -> tuple[L.LightningDataModule, Classifier, L.Trainer]:
     """DataModule, LightningModule and Trainer from a composed config."""
     datamodule = instantiate(cfg.data)
     run_config = OmegaConf.to_container(cfg, resolve=True)
-    run_config["seed"] = seed
     module = Classifier(
         net=instantiate(cfg.model),
         optimizer=instantiate(cfg.optimizer),
@@ -93,9 +92,11 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     seed = cfg.seed if cfg.seed is not None else random.SystemRandom().randrange(2**31)
     cfg.seed = seed  # the seed actually used, also when none was given
     L.seed_everything(seed, workers=True)
-    datamodule, module, trainer = build(cfg, seed)
+    datamodule, module, trainer = build(cfg)
     if resume_from is not None:
         cli.check_fits(cli.load_checkpoint(resume_from), module, resume_from)
+    if cfg.compile:
+        module = torch.compile(module)  # Lightning trains and checkpoints the original module inside
     datamodule.prepare_data()  # find and decode the data now: a bad source fails before anything is written
 
     record: dict[str, Any] = {
