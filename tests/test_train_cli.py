@@ -149,7 +149,7 @@ def test_multirun_with_seeds_and_same_second_runs_never_collide(cli_env: dict, t
     a, b = (json.loads((d / "metrics.json").read_text()) for d in singles)
     assert a["final"] == b["final"]  # seed=0 twice: the same numbers (seed 0 is a real seed)
     (sweep,) = (tmp_path / "logs" / "train" / "multiruns").iterdir()
-    jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
+    jobs = sorted(p.parent.name for p in sweep.glob("*/.hydra"))
     assert jobs == ["0_seed=1", "1_seed=2"], multi.stdout[-1000:]
     seeds = [json.loads((sweep / j / "metrics.json").read_text())["seed"] for j in jobs]
     assert seeds == [1, 2]
