@@ -64,11 +64,14 @@ class Classifier(L.LightningModule):
         num_classes: int = 10,
         monitor: str = "val/top1_err",
         channels_last: bool = False,
+        compile: bool = False,
         run_config: dict | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
         self.net = net.to(memory_format=torch.channels_last) if channels_last else net
+        if compile:
+            self.net.compile()  # in place: parameter names, and so checkpoints, stay as without it
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         # one metrics object per stage ("train" is taken by nn.Module, hence the suffix)
         self.metrics = nn.ModuleDict({f"{stage}_": StageMetrics(num_classes) for stage in ("train", "val", "test")})

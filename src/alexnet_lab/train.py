@@ -39,6 +39,7 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, Classifier, L.Trainer
         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
         num_classes=cfg.data.num_classes,
         channels_last=cfg.channels_last,
+        compile=cfg.compile,
         run_config=run_config,
     )
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
@@ -95,8 +96,6 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     datamodule, module, trainer = build(cfg)
     if resume_from is not None:
         cli.check_fits(cli.load_checkpoint(resume_from), module, resume_from)
-    if cfg.compile:
-        module = torch.compile(module)  # Lightning trains and checkpoints the original module inside
     datamodule.prepare_data()  # find and decode the data now: a bad source fails before anything is written
 
     record: dict[str, Any] = {
