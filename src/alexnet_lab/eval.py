@@ -25,7 +25,12 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     trained = OmegaConf.create(ckpt["hyper_parameters"]["run_config"])
     # the checkpoint's own data config (normalisation, classes), with any key set in eval.yaml on top
     data_cfg = OmegaConf.merge(trained.data, {k: v for k, v in cfg.data.items() if v is not None})
-    module = Classifier(net=instantiate(trained.model), optimizer=None, num_classes=trained.data.num_classes)
+    module = Classifier(
+        net=instantiate(trained.model),
+        optimizer=None,
+        num_classes=trained.data.num_classes,
+        channels_last=trained.get("channels_last", False),  # the same kernels as at training time
+    )
     cli.check_fits(ckpt, module, ckpt_path)
     module.load_state_dict(ckpt["state_dict"])
     trainer = instantiate(cfg.trainer, logger=[instantiate(c) for c in cfg.logger.values() if c] or False)
