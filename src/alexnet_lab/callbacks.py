@@ -26,7 +26,7 @@ class Conv1Filters(L.Callback):
         self.nrow = nrow
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero:
+        if not trainer.is_global_zero:
             return
         grid = conv1_filter_grid(pl_module.net, self.nrow)
         for logger in trainer.loggers:

@@ -106,7 +106,11 @@ class Classifier(L.LightningModule):
         return values
 
     def _check_finite(self) -> None:
-        """Stop a diverged run before its NaN weights are validated or checkpointed (one sync per epoch)."""
+        """Stop a diverged run before its NaN weights are checkpointed (one sync per epoch).
+
+        Lightning calls checkpointing callbacks after the module's ``on_train_epoch_end``, so raising here
+        keeps every earlier checkpoint as it was.
+        """
         loss = self.metrics["train_"].loss.compute()
         if not torch.isfinite(loss):
             lr = self.trainer.optimizers[0].param_groups[0]["lr"] if self.trainer.optimizers else float("nan")
@@ -114,10 +118,6 @@ class Classifier(L.LightningModule):
                 f"train/loss is {loss.item()} in epoch {self.current_epoch}: training diverged; lower optimizer.lr "
                 f"(now {lr:g}) or set trainer.gradient_clip_val"
             )
-
-    def on_validation_epoch_start(self) -> None:
-        if self.trainer.training and not self.trainer.sanity_checking:
-            self._check_finite()
 
     def on_train_epoch_end(self) -> None:
         self._check_finite()

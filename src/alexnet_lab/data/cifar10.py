@@ -170,7 +170,7 @@ def find_source(path: Path) -> tuple[str, Path]:
         return "archive", path
     if path.is_dir():
         for cand in (path, path / BATCHES_DIR):
-            if (cand / "batches.meta").exists() or cand.name == BATCHES_DIR and cand.is_dir():
+            if cand.is_dir() and (cand.name == BATCHES_DIR or (cand / "batches.meta").exists()):
                 return "batches", cand
         if (root := _tree_root(path)) is not None:
             return "tree", root
