@@ -122,8 +122,12 @@ def main() -> None:
         torch.backends.cudnn.benchmark = True
     results: dict[str, list[float]] = {"lightning": [], "plain": []}
     for _ in range(args.repeats):
-        results["lightning"].append(lightning_path(copy.deepcopy(template), loader(images, labels, args.batch_size), args))
-        results["plain"].append(plain_loop(copy.deepcopy(template), loader(images, labels, args.batch_size), args, device))
+        results["lightning"].append(
+            lightning_path(copy.deepcopy(template), loader(images, labels, args.batch_size), args)
+        )
+        results["plain"].append(
+            plain_loop(copy.deepcopy(template), loader(images, labels, args.batch_size), args, device)
+        )
     lightning, plain = statistics.median(results["lightning"]), statistics.median(results["plain"])
     print(json.dumps({
         "benchmark": "throughput", "model": args.model, "input": f"{size}x{size}", "batch_size": args.batch_size,

@@ -48,7 +48,9 @@ def write_batches(root: Path, n_train: int = 500, n_test: int = 100, seed: int =
     return folder
 
 
-def write_tree(root: Path, n_train: int = 200, n_test: int = 50, fmt: str = "PNG", seed: int = 0, classes: int = 10) -> Path:
+def write_tree(
+    root: Path, n_train: int = 200, n_test: int = 50, fmt: str = "PNG", seed: int = 0, classes: int = 10
+) -> Path:
     """root/train/<class>/*.png and root/test/<class>/*.png (lossless PNG, so pixels can be compared)."""
     x, y = make_images(n_train + n_test, seed)
     y = y % classes
@@ -58,6 +60,30 @@ def write_tree(root: Path, n_train: int = 200, n_test: int = 50, fmt: str = "PNG
         folder.mkdir(parents=True, exist_ok=True)
         ext = "png" if fmt == "PNG" else "jpg"
         Image.fromarray(x[i].transpose(1, 2, 0)).save(folder / f"{i:05d}.{ext}", format=fmt)
+    return root
+
+
+def write_jpeg_tree(root: Path, wnids: list[str], train: int = 4, val: int = 2, seed: int = 0) -> Path:
+    """An ImageNet-style tree root/{train,val}/<wnid>/<wnid>_<i>.JPEG of varied sizes and aspect ratios whose class
+    shows in its mean colour. In the first class, image 1 is grayscale, 2 is CMYK and 3 is a PNG named .JPEG,
+    as ImageNet really has."""
+    rng = np.random.default_rng(seed)
+    for split, count in (("train", train), ("val", val)):
+        for c, wnid in enumerate(wnids):
+            folder = root / split / wnid
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                w, h = int(rng.integers(40, 120)), int(rng.integers(40, 120))
+                img = Image.fromarray(np.clip(rng.normal(30 + 40 * c, 20, (h, w, 3)), 0, 255).astype(np.uint8))
+                path = folder / f"{wnid}_{i}.JPEG"
+                if c == 0 and i == 1:
+                    img.convert("L").save(path, format="JPEG")
+                elif c == 0 and i == 2:
+                    img.convert("CMYK").save(path, format="JPEG")
+                elif c == 0 and i == 3:
+                    img.save(path, format="PNG")
+                else:
+                    img.save(path, format="JPEG", quality=90)
     return root
 
 

@@ -23,18 +23,26 @@ def compose_train():
     GlobalHydra.instance().clear()
 
 
-@pytest.mark.parametrize("group", ["model", "trainer", "optimizer", "scheduler", "logger", "experiment", "debug"])
+@pytest.mark.parametrize(
+    "group", ["model", "data", "trainer", "optimizer", "scheduler", "logger", "experiment", "debug"]
+)
 def test_every_option_composes(group: str, compose_train) -> None:
     options = sorted(p.stem for p in (CONF / group).glob("*.yaml"))
     assert options
     for option in options:
         cfg = compose_train(f"{group}={option}")
-        assert cfg.data.num_classes == 10, option
+        assert cfg.data.num_classes == (1000 if "imagenet" in option else 10), option
 
 
 def test_every_model_instantiates_with_its_config(compose_train) -> None:
     # alexnet: 60,965,224 with 1000 classes, less fc8 (4,097,000) plus a 10-way fc8 (40,970)
-    expected = {"alexnet": 56_909_194, "alexnet_cifar": 9_638_474, "convnet_cifar": 89_578}
+    # alexnet_torchvision: torchvision's 61,100,840 less its fc8 (4,097,000) plus a 10-way one (40,970)
+    expected = {
+        "alexnet": 56_909_194,
+        "alexnet_cifar": 9_638_474,
+        "convnet_cifar": 89_578,
+        "alexnet_torchvision": 57_044_810,
+    }
     for name, params in expected.items():
         net = instantiate(compose_train(f"model={name}").model)
         assert sum(p.numel() for p in net.parameters()) == params, name
@@ -55,6 +63,35 @@ def test_paper_experiment_uses_the_papers_recipe(compose_train) -> None:
     assert (cfg.optimizer.lr, cfg.optimizer.momentum, cfg.optimizer.weight_decay) == (0.01, 0.9, 5e-4)
     assert cfg.scheduler._target_.endswith("ReduceLROnPlateau") and cfg.scheduler.factor == 0.1
     assert cfg.data.batch_size == 128 and cfg.data.crop_padding == 4 and cfg.data.hflip
+
+
+def test_imagenet_paper_experiment_is_the_2012_recipe(compose_train) -> None:
+    cfg = compose_train("experiment=imagenet_paper")
+    assert cfg.data._target_.endswith("ImageNetDataModule") and cfg.data.num_classes == 1000
+    assert cfg.model._target_.endswith(".AlexNet") and (cfg.model.groups, cfg.model.norm, cfg.model.init) == (
+        2,
+        "lrn",
+        "paper",
+    )
+    assert (cfg.optimizer.lr, cfg.optimizer.momentum, cfg.optimizer.weight_decay) == (0.01, 0.9, 5e-4)
+    assert cfg.scheduler._target_.endswith("ReduceLROnPlateau") and cfg.scheduler.factor == 0.1
+    assert (cfg.data.batch_size, cfg.trainer.max_epochs, cfg.trainer.precision) == (128, 90, "bf16-mixed")
+    assert (cfg.data.resize, cfg.data.image_size, cfg.data.crop_size, cfg.data.train_crop) == (256, 256, 224, "random")
+    assert (cfg.data.mean, cfg.data.pca_std, cfg.data.hflip) == ("pixel", 0.1, True)
+    assert cfg.data.std == pytest.approx(1 / 255) and cfg.data.test_protocol == "ten_crop"
+    assert sum(p.numel() for p in instantiate(cfg.model).parameters()) == 60_965_224
+
+
+def test_imagenet_torchvision_experiment_is_torchvisions_recipe(compose_train) -> None:
+    cfg = compose_train("experiment=imagenet_torchvision", "data.classes=100")
+    assert cfg.model._target_ == "torchvision.models.alexnet" and cfg.model.num_classes == 100
+    assert (cfg.optimizer.lr, cfg.optimizer.momentum, cfg.optimizer.weight_decay) == (0.01, 0.9, 1e-4)
+    assert cfg.scheduler._target_.endswith("StepLR") and (cfg.scheduler.step_size, cfg.scheduler.gamma) == (30, 0.1)
+    assert (cfg.data.batch_size, cfg.trainer.max_epochs, cfg.data.train_crop) == (256, 90, "random_resized")
+    assert list(cfg.data.mean) == [0.485, 0.456, 0.406] and list(cfg.data.std) == [0.229, 0.224, 0.225]
+    assert (cfg.data.pca_std, cfg.data.val_protocol, cfg.data.test_protocol) == (0.0, "center", "center")
+    net = instantiate(compose_train("experiment=imagenet_torchvision").model)
+    assert sum(p.numel() for p in net.parameters()) == 61_100_840  # torchvision's own count
 
 
 def test_alexnet_lrn_defaults_are_the_papers_constants(compose_train) -> None:

@@ -1,9 +1,12 @@
-"""Real CIFAR-10: one epoch of convnet_cifar on the archive named by ALEXNET_CIFAR10 (skipped without it)."""
+"""Real CIFAR-10 (the archive named by ALEXNET_CIFAR10; skipped without it): one epoch of convnet_cifar, and the
+ImageNet DataModule on the same JPEGs as a real folder tree."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -35,3 +38,79 @@ def test_one_epoch_of_convnet_cifar_beats_chance_by_far(tmp_path: Path) -> None:
     # chance is 90 %; one epoch measured 53.6 % on the 2-core CI machine (seed 0), so 65 % leaves room
     assert record["final"]["test/top1_err"] < 65.0
     assert record["final"]["test/top5_err"] < 20.0
+
+
+def cifar_jpeg_tree(per_class: dict[str, int]) -> Path:
+    """The first ``per_class[split]`` JPEGs of every class folder of the archive, unpacked once into the cache
+    (the archive may be read-only; its members are sorted by name)."""
+    source = Path(ARCHIVE)
+    if source.is_dir():
+        return next(p for p in [source, *source.iterdir()] if (p / "train").is_dir())
+    target = CACHE / f"cifar10-jpeg-tree-{per_class['train']}-{per_class['test']}"
+    if not (target / ".complete").exists():
+        partial = CACHE / f"{target.name}.{os.getpid()}.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        counts: dict[tuple[str, str], int] = {}
+        with tarfile.open(source) as tar:
+            for member in tar:
+                parts = member.name.split("/")
+                if not member.isfile() or len(parts) < 3 or parts[-3] not in per_class:
+                    continue
+                key = (parts[-3], parts[-2])
+                if counts.get(key, 0) < per_class[parts[-3]]:
+                    counts[key] = counts.get(key, 0) + 1
+                    tar.extract(member, partial, filter="data")
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(partial, target)
+        (target / ".complete").touch()
+    return next(p for p in target.iterdir() if (p / "train").is_dir())
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not ARCHIVE, reason="set ALEXNET_CIFAR10 to a CIFAR-10 archive or folder")
+def test_imagenet_datamodule_runs_end_to_end_on_a_real_jpeg_tree(tmp_path: Path) -> None:
+    tree = cifar_jpeg_tree({"train": 100, "test": 20})
+    env = dict(os.environ, ALEXNET_LOG_DIR=str(tmp_path / "logs"))
+    args = [
+        "experiment=imagenet_torchvision",
+        "model=convnet_cifar",  # 32x32 crops: a few steps take seconds on a CPU
+        "trainer=cpu",
+        f"data.path={tree}",
+        "data.val_dir=test",  # CIFAR-10's test split plays ImageNet's val
+        f"data.cache_dir={tmp_path / 'cache'}",
+        "data.classes=10",
+        "data.max_per_class=64",
+        "data.max_val_per_class=16",
+        "data.resize=40",
+        "data.image_size=40",
+        "data.crop_size=32",
+        "data.batch_size=32",
+        "data.eval_batch_size=32",
+        "data.num_workers=2",
+        "data.test_protocol=ten_crop",
+        "trainer.max_epochs=1",
+        "seed=0",
+        "~callbacks.rich_progress_bar",
+    ]
+    run_cli("alexnet-train", *args, env=env, cwd=tmp_path, timeout=600)
+    (metrics,) = (tmp_path / "logs" / "train" / "runs").glob("*/metrics.json")
+    record = json.loads(metrics.read_text())
+    assert record["status"] == "finished" and record["steps"] == 640 // 32
+    data = record["data"]
+    assert [c for c, _ in data["classes"]] == [
+        "airplane",
+        "automobile",
+        "bird",
+        "cat",
+        "deer",
+        "dog",
+        "frog",
+        "horse",
+        "ship",
+        "truck",
+    ]
+    assert data["train_images"] == 640 and data["val_split"] == "test/ (160 images), centre crop"
+    assert data["test_split"].startswith("test/ again, 10-crop") and data["skipped_images"] == []
+    assert len(list((tmp_path / "cache").rglob("*.jpg"))) == 800  # the rescaled copy holds exactly the subset
+    for key in ("train/loss", "val/loss", "test/loss"):
+        assert 0.5 < record["final"][key] < 10.0, key  # ln(10) = 2.3 at chance; finite and sane after 20 steps

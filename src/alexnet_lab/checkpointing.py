@@ -14,6 +14,8 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from alexnet_lab.files import atomic_write
+
 log = logging.getLogger(__name__)
 
 INTERRUPTED_EXIT_CODE = 143  # 128 + SIGTERM, what schedulers expect from a pre-empted job
@@ -29,16 +31,9 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
     A kill or a full disk during the write leaves the previous file as it was (fsspec's transaction, which
     Lightning uses, stages in /tmp and copies across filesystems, which is not atomic).
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        atomic_write(path, lambda f: torch.save(obj, f))
     except OSError as err:
-        tmp.unlink(missing_ok=True)
         hint = "free some space" if err.errno == errno.ENOSPC else "check the folder's permissions"
         error = CheckpointWriteError(
             f"could not write checkpoint {path} ({err.strerror or err}); {hint}, earlier checkpoints are untouched"

@@ -99,9 +99,18 @@ def hydra_subdir_for(ckpt_path: str | None) -> str:
     return f".hydra/resume_{RUN_ID}" if ckpt_path == "last" else ".hydra"
 
 
-# Resolvers the configs use: ${run_id:}, ${swept:...}, ${run_dir_for:...}, ${hydra_subdir_for:...} and
-# ${cwd:}, the start directory (unlike ${hydra:runtime.cwd} it resolves before Hydra sets up a multirun).
+def class_count(classes: int | list[str] | None) -> int:
+    """``data.classes`` as a number of classes: all 1000 of ImageNet for null, n for n, the length of a list."""
+    if classes is None:
+        return 1000
+    return classes if isinstance(classes, int) else len(classes)
+
+
+# Resolvers the configs use: ${run_id:}, ${swept:...}, ${run_dir_for:...}, ${hydra_subdir_for:...},
+# ${class_count:...} and ${cwd:}, the start directory (unlike ${hydra:runtime.cwd} it resolves before Hydra sets up
+# a multirun).
 for _name, _resolver in (
+    ("class_count", class_count),
     ("run_id", lambda: RUN_ID),
     ("swept", swept_overrides),
     ("run_dir_for", run_dir_for),
@@ -255,6 +264,14 @@ def write_json(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
+def one_line(err: BaseException) -> str:
+    """A user error's message; from a DataLoader worker, its original message rather than torch's wrapper text."""
+    text = str(err)
+    if text.startswith("Caught ") and "Original Traceback" in text:  # torch re-raised it from a worker process
+        return text.strip().splitlines()[-1].split(": ", 1)[-1]
+    return text
+
+
 def run_guarded(task: Callable[[DictConfig, Path], dict], cfg: DictConfig) -> dict | None:
     """Run ``task`` in the Hydra run dir with the failure policy of a research template.
 
@@ -269,7 +286,7 @@ def run_guarded(task: Callable[[DictConfig, Path], dict], cfg: DictConfig) -> di
         return task(cfg, run_dir)
     except Exception as err:
         user_error = isinstance(err, USER_ERRORS)
-        message = str(err) if user_error else f"{type(err).__name__}: {err}".splitlines()[0]
+        message = one_line(err) if user_error else f"{type(err).__name__}: {err}".splitlines()[0]
         if multirun:
             log.exception("job failed, the sweep goes on: %s", message)
             _record_failure(run_dir, message)

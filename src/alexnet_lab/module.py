@@ -63,13 +63,16 @@ class Classifier(L.LightningModule):
         scheduler: SchedulerFactory | None = None,
         num_classes: int = 10,
         monitor: str = "val/top1_err",
-        channels_last: bool = False,
+        channels_last: bool | str = False,
         compile: bool = False,
         run_config: dict | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
-        self.net = net.to(memory_format=torch.channels_last) if channels_last else net
+        if channels_last not in (True, False, "auto"):
+            raise ValueError(f"channels_last={channels_last!r}: use true, false or auto")
+        self.nhwc = channels_last is True  # "auto" is decided in setup(), once the device is known
+        self.net = net.to(memory_format=torch.channels_last) if self.nhwc else net
         if compile:
             self.net.compile()  # in place: parameter names, and so checkpoints, stay as without it
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
@@ -78,17 +81,34 @@ class Classifier(L.LightningModule):
         self.val_top1_err_best = MinMetric()
         self.val_top1_err_best.persistent(True)  # kept in checkpoints so a resumed run remembers its best
 
+    def setup(self, stage: str) -> None:
+        if self.hparams.channels_last == "auto":
+            # NHWC is faster on CPUs and slower on GPUs for these networks (benchmarks/README.md)
+            self.nhwc = self.trainer.strategy.root_device.type == "cpu"
+            if self.nhwc:
+                self.net.to(memory_format=torch.channels_last)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.hparams.channels_last:
+        if self.nhwc:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.net(x)
 
     def _step(self, stage: str, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         x, y = batch
-        logits = self(x)
-        loss = F.cross_entropy(logits, y)
+        if x.dim() == 5:  # (N, views, C, H, W): the paper's 10-crop test averages the views' softmax
+            logits = self.view_averaged_log_probs(x)
+            loss = F.nll_loss(logits, y)
+        else:
+            logits = self(x)
+            loss = F.cross_entropy(logits, y)
         self.metrics[f"{stage}_"].update(loss.detach(), logits.detach(), y)
         return loss
+
+    def view_averaged_log_probs(self, views: torch.Tensor) -> torch.Tensor:
+        """log of the mean softmax over each image's views (the loss and top-k then score the average)."""
+        n, v = views.shape[:2]
+        probs = self(views.flatten(0, 1)).float().softmax(dim=-1).view(n, v, -1).mean(dim=1)
+        return probs.clamp_min(torch.finfo(probs.dtype).tiny).log()
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         return self._step("train", batch)

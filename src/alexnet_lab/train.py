@@ -136,7 +136,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     if checkpoint is not None and checkpoint.best_model_path:
         # from callback_metrics: with spawned DDP processes the callback's own score stays in the workers
         record["best"] = {"val/top1_err": final.get("val/top1_err_best"), "ckpt_path": checkpoint.best_model_path}
-    record["val_split"] = getattr(datamodule, "val_split_name", None)
+    record["data"] = datamodule.describe()  # splits, evaluation protocols, classes, skipped images
 
     if cfg.test:
         ckpt = cfg.test_ckpt if checkpoint is not None and checkpoint.best_model_path else None

@@ -1,7 +1,17 @@
 """LightningDataModules and batched tensor transforms (no Lightning module, no networks)."""
 
-from alexnet_lab.data.cifar10 import CIFAR10DataModule, DataError
+from alexnet_lab.data.cifar10 import CIFAR10DataModule
+from alexnet_lab.data.common import DataError
+from alexnet_lab.data.imagenet import ImageNetDataModule
 from alexnet_lab.data.loader import TensorBatches
 from alexnet_lab.data.transforms import Normalize, random_crop, random_hflip
 
-__all__ = ["CIFAR10DataModule", "DataError", "Normalize", "TensorBatches", "random_crop", "random_hflip"]
+__all__ = [
+    "CIFAR10DataModule",
+    "DataError",
+    "ImageNetDataModule",
+    "Normalize",
+    "TensorBatches",
+    "random_crop",
+    "random_hflip",
+]

@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
-import os
 import pickle
 import re
 import tarfile
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from alexnet_lab.data.common import DataError, atomic_save, source_key
 from alexnet_lab.data.loader import TensorBatches
 from alexnet_lab.data.transforms import Normalize
 
@@ -26,10 +26,6 @@ BATCHES_DIR = "cifar-10-batches-py"
 BATCH_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 CACHE_VERSION = 1
-
-
-class DataError(RuntimeError):
-    """Data that cannot be found or read; the message names the thing and the fix."""
 
 
 Split = tuple[torch.Tensor, torch.Tensor]  # uint8 images (N, 3, 32, 32), int64 labels (N,)
@@ -190,18 +186,7 @@ def read_source(kind: str, path: Path) -> dict:
 
 def _cache_file(cache_dir: Path, source: Path) -> Path:
     stat = source.stat()
-    key = hashlib.sha1(f"{source.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{CACHE_VERSION}".encode()).hexdigest()
-    return cache_dir / f"cifar10-uint8-{key[:10]}.pt"
-
-
-def _atomic_save(obj: dict, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+    return cache_dir / f"cifar10-uint8-{source_key(source.resolve(), stat.st_size, stat.st_mtime_ns, CACHE_VERSION)}.pt"
 
 
 # ------------------------------------------------------------------------------------------- datamodule
@@ -264,7 +249,7 @@ class CIFAR10DataModule(L.LightningDataModule):
         )
 
     def cache_path(self) -> Path:
-        kind, source = self._source()
+        _, source = self._source()
         return _cache_file(self.cache_dir, source)
 
     def prepare_data(self) -> None:
@@ -275,7 +260,7 @@ class CIFAR10DataModule(L.LightningDataModule):
         log.info("decoding CIFAR-10 (%s) from %s into %s", kind, source, cache)
         data = read_source(kind, source)
         data["source"] = str(source)
-        _atomic_save(data, cache)
+        atomic_save(data, cache)
 
     def _load_cache(self) -> dict:
         cache = self.cache_path()
@@ -310,9 +295,10 @@ class CIFAR10DataModule(L.LightningDataModule):
             "test": test,
         }
 
-    @property
-    def val_split_name(self) -> str:
-        return f"{self.val_size} images held out of train" if self.val_size else "test split (data.val_size=0)"
+    def describe(self) -> dict[str, Any]:
+        """What metrics.json records about the data: splits and classes."""
+        val = f"{self.val_size} images held out of train" if self.val_size else "test split (data.val_size=0)"
+        return {"val_split": val, "test_split": "test split", "classes": [[c, c] for c in self.classes]}
 
     def _epoch(self) -> int:
         return self.trainer.current_epoch if self.trainer is not None else 0

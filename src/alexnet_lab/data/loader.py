@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 
 import torch
+from torch.utils.data import DistributedSampler
 
 from alexnet_lab.data.transforms import Normalize, crop, crop_offsets, flip_draws, hflip
 
@@ -17,15 +19,33 @@ def derived_seed(*parts: int) -> int:
     return out
 
 
+def epoch_order(
+    n: int, batch_size: int, seed: int, epoch: int, shuffle: bool, drop_last: bool, rank: int = 0, world_size: int = 1
+) -> torch.Tensor:
+    """Rank ``rank``'s sample indices for ``epoch`` in serving order; ``batch_size`` is the per-rank batch.
+
+    Shuffled orders are a permutation drawn from (seed, epoch) alone. With ``drop_last`` the global batches are
+    consecutive blocks of that order and rank r takes the r-th slice of each, so together the ranks see exactly
+    what one process would; otherwise rank r takes every world_size-th sample.
+    """
+    order = (
+        torch.randperm(n, generator=torch.Generator().manual_seed(derived_seed(seed, epoch)))
+        if shuffle
+        else torch.arange(n)
+    )
+    if not drop_last:
+        return order[rank::world_size]
+    batches = n // (batch_size * world_size)
+    return order[: batches * batch_size * world_size].view(batches, world_size, batch_size)[:, rank].reshape(-1)
+
+
 class TensorBatches:
     """Batches are index slices of a per-epoch permutation of ``images``/``labels`` (already on the device).
 
-    The permutation depends only on (seed, epoch) and each global batch's augmentation only on (seed, epoch, batch),
+    The order is :func:`epoch_order` and each global batch's augmentation depends only on (seed, epoch, batch),
     so a repeated run, or one resumed mid-epoch (``state_dict`` records how many batches were trained), sees
     the same batches. ``batch_size`` is the global batch: with ``world_size > 1`` each rank gets
-    ``batch_size / world_size`` of it. In training rank r takes the r-th slice of each global batch (and of
-    its augmentation draws), so together the ranks see exactly what one process would; in evaluation rank r
-    takes every world_size-th sample.
+    ``batch_size / world_size`` of it, and in training its own slice of the global batch's augmentation draws.
     """
 
     def __init__(
@@ -58,20 +78,20 @@ class TensorBatches:
     def __len__(self) -> int:
         if self.drop_last:
             return len(self.labels) // (self.batch_size * self.world_size)
-        return -(-len(range(self.rank, len(self.labels), self.world_size)) // self.batch_size)
+        return math.ceil(len(range(self.rank, len(self.labels), self.world_size)) / self.batch_size)
 
     def indices(self, epoch: int) -> torch.Tensor:
         """This rank's samples for ``epoch`` in the order they are served (on the CPU)."""
-        n = len(self.labels)
-        if self.shuffle:
-            order = torch.randperm(n, generator=torch.Generator().manual_seed(derived_seed(self.seed, epoch)))
-        else:
-            order = torch.arange(n)
-        if not self.drop_last:
-            return order[self.rank :: self.world_size]
-        batches = len(self)
-        blocks = order[: batches * self.batch_size * self.world_size].view(batches, self.world_size, self.batch_size)
-        return blocks[:, self.rank].reshape(-1)
+        return epoch_order(
+            len(self.labels),
+            self.batch_size,
+            self.seed,
+            epoch,
+            self.shuffle,
+            self.drop_last,
+            self.rank,
+            self.world_size,
+        )
 
     def state_dict(self) -> dict[str, int]:
         """Stored in checkpoints by Lightning: the epoch and how many of its batches were trained."""
@@ -101,3 +121,33 @@ class TensorBatches:
         if self.hflip:
             x = hflip(x, flip_draws(size, gen)[mine])
         return x
+
+
+class EpochSampler(DistributedSampler):
+    """Sample indices for loaders with worker processes: :func:`epoch_order`, tagged with the epoch.
+
+    It yields ``(index, epoch)`` so a dataset can draw each image's augmentation from (seed, epoch, index): one
+    draw per image per pass, the same whatever the worker count, rank count or a mid-epoch resume. Being a
+    ``DistributedSampler``, Lightning keeps it under DDP (it already splits the data over ranks) and calls
+    ``set_epoch`` on it every epoch. ``skip_batches`` drops the first batches of the next pass (resume).
+    """
+
+    def __init__(
+        self, n: int, batch_size: int, seed: int, shuffle: bool, drop_last: bool, rank: int = 0, world_size: int = 1
+    ) -> None:
+        # the parent's state is not used; it only needs a world to describe
+        super().__init__(range(n), num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed, drop_last=drop_last)
+        self.n, self.batch_size = n, batch_size  # batch_size: per rank
+        self.skip_batches = 0
+
+    def __len__(self) -> int:
+        if self.drop_last:
+            return self.n // (self.batch_size * self.num_replicas) * self.batch_size
+        return len(range(self.rank, self.n, self.num_replicas))
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        order = epoch_order(
+            self.n, self.batch_size, self.seed, self.epoch, self.shuffle, self.drop_last, self.rank, self.num_replicas
+        )
+        start, self.skip_batches = self.skip_batches * self.batch_size, 0
+        return ((int(i), self.epoch) for i in order[start:])

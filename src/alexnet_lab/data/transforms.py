@@ -1,4 +1,4 @@
-"""Augmentation and normalisation on whole batches of uint8 tensors, on whatever device holds them."""
+"""Augmentation and normalisation on whole batches of tensors, on whatever device holds them."""
 
 from __future__ import annotations
 
@@ -13,15 +13,20 @@ def crop_offsets(n: int, padding: int, generator: torch.Generator) -> torch.Tens
     return torch.randint(0, 2 * padding + 1, (n, 2), generator=generator, device=generator.device)
 
 
-def crop(x: torch.Tensor, padding: int, offsets: torch.Tensor) -> torch.Tensor:
-    """Zero-pad a batch (N, C, H, W) by ``padding`` and cut each image's HxW window at its (top, left), in one gather."""
-    n, c, h, w = x.shape
-    padded = F.pad(x, (padding, padding, padding, padding))
-    rows = offsets[:, 0, None] + torch.arange(h, device=x.device)  # (N, H)
-    cols = offsets[:, 1, None] + torch.arange(w, device=x.device)  # (N, W)
+def windows(x: torch.Tensor, offsets: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Cut each image's ``height`` x ``width`` window at its own (top, left) from a batch (N, C, H, W), in one gather."""
+    n, c = x.shape[:2]
+    rows = offsets[:, 0, None] + torch.arange(height, device=x.device)  # (N, height)
+    cols = offsets[:, 1, None] + torch.arange(width, device=x.device)  # (N, width)
     batch = torch.arange(n, device=x.device)[:, None, None, None]
     chans = torch.arange(c, device=x.device)[None, :, None, None]
-    return padded[batch, chans, rows[:, None, :, None], cols[:, None, None, :]]
+    return x[batch, chans, rows[:, None, :, None], cols[:, None, None, :]]
+
+
+def crop(x: torch.Tensor, padding: int, offsets: torch.Tensor) -> torch.Tensor:
+    """Zero-pad a batch (N, C, H, W) by ``padding`` and cut each image's HxW window at its (top, left)."""
+    padded = F.pad(x, (padding, padding, padding, padding))
+    return windows(padded, offsets, x.shape[-2], x.shape[-1])
 
 
 def hflip(x: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
@@ -44,17 +49,58 @@ def random_hflip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return hflip(x, flip_draws(x.shape[0], generator))
 
 
-class Normalize:
-    """uint8 (N, C, H, W) -> float32 in [0, 1], then (x - mean) / std per channel when mean and std are given."""
+def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
+    """The central ``size`` x ``size`` window of every image, placed as torchvision's CenterCrop places it."""
+    top, left = round((x.shape[-2] - size) / 2), round((x.shape[-1] - size) / 2)
+    return x[..., top : top + size, left : left + size]
 
-    def __init__(self, mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> None:
+
+def ten_crop(x: torch.Tensor, size: int) -> torch.Tensor:
+    """The paper's test views, (N, 10, C, size, size): four corners and the centre, then the same five mirrored."""
+    h, w = x.shape[-2:]
+    corners = [
+        x[..., :size, :size],
+        x[..., :size, w - size :],
+        x[..., h - size :, :size],
+        x[..., h - size :, w - size :],
+    ]
+    five = torch.stack([*corners, center_crop(x, size)], dim=1)
+    return torch.cat([five, five.flip(-1)], dim=1)
+
+
+def pca_lighting(alphas: torch.Tensor, eigval: torch.Tensor, eigvec: torch.Tensor) -> torch.Tensor:
+    """The paper's colour augmentation: per image the RGB shift sum_i alpha_i * lambda_i * p_i, shaped (N, 3, 1, 1).
+
+    ``alphas`` (N, 3) are the image's N(0, sigma) draws, ``eigval`` (3,) and ``eigvec`` (3, 3, columns p_i) the
+    eigen-decomposition of the covariance of RGB pixel values.
+    """
+    return ((alphas * eigval) @ eigvec.T)[:, :, None, None]
+
+
+class Normalize:
+    """uint8 (N, C, H, W) -> float32 in [0, 1], then (x - mean) / std when mean and std are given.
+
+    ``mean`` is per channel (C values) or per pixel (a (C, H, W) image, the paper's mean image); ``std`` is
+    per channel or one number for all channels.
+    """
+
+    def __init__(
+        self, mean: Sequence[float] | torch.Tensor | None = None, std: Sequence[float] | float | None = None
+    ) -> None:
         if (mean is None) != (std is None):
             raise ValueError("normalisation needs both mean and std, or neither (x / 255 only)")
-        self.mean = None if mean is None else torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
-        self.std = None if std is None else torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+        self.mean = None if mean is None else torch.as_tensor(mean, dtype=torch.float32)
+        if self.mean is not None and self.mean.dim() == 1:
+            self.mean = self.mean.view(1, -1, 1, 1)
+        self.std = None if std is None else torch.as_tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, shift: torch.Tensor | None = None) -> torch.Tensor:
+        """``shift`` (broadcastable, in [0, 1] units) is added before the mean is subtracted: PCA lighting."""
         out = x.float().div_(255.0)
+        if shift is not None:
+            out.add_(shift)
         if self.mean is not None:
-            out.sub_(self.mean.to(x.device)).div_(self.std.to(x.device))
+            if self.mean.device != x.device:  # moved once, not per batch
+                self.mean, self.std = self.mean.to(x.device), self.std.to(x.device)
+            out.sub_(self.mean).div_(self.std)
         return out

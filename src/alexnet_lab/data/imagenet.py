@@ -1,0 +1,649 @@
+"""ImageNet (ILSVRC-2012) from a class-folder tree or the official archives, with the paper's preprocessing.
+
+Worker processes only decode: each image becomes a fixed-size uint8 tensor (the paper's centre 256x256, or a
+random-resized 224 crop) plus its augmentation draws. The batch crosses to the device as uint8 and everything
+else runs batched there: mean subtraction (per pixel or per channel), PCA lighting, random crops and flips,
+centre or 10-crop evaluation views.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import multiprocessing
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import lightning as L
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import DataLoader, Dataset
+from torchvision.io import ImageReadMode, decode_jpeg, read_file
+from torchvision.transforms import RandomResizedCrop
+from torchvision.transforms.v2.functional import resize, resized_crop
+
+from alexnet_lab.data.common import DataError, atomic_save, source_key
+from alexnet_lab.data.loader import EpochSampler, derived_seed
+from alexnet_lab.data.transforms import Normalize, center_crop, hflip, pca_lighting, ten_crop, windows
+from alexnet_lab.files import atomic_write
+
+log = logging.getLogger(__name__)
+
+ARCHIVES = {
+    "train": "ILSVRC2012_img_train.tar",
+    "val": "ILSVRC2012_img_val.tar",
+    "devkit": "ILSVRC2012_devkit_t12.tar.gz",
+}
+META_FILE = "meta.bin"  # what torchvision writes from the devkit: wnid -> class names, and the val labels
+IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png"}
+PROTOCOLS = {"center": "centre crop", "ten_crop": "10-crop (4 corners + centre, each mirrored; softmax averaged)"}
+Sample = tuple[str, int]  # image path, label
+DRAWS = 10  # per-image augmentation numbers, see ImageFiles
+
+
+# ------------------------------------------------------------------------------------------ decoding
+
+
+def load_rgb(path: str, shorter_side: int | None = None) -> Image.Image:
+    """An image file as RGB (grayscale, CMYK, palette and PNG-in-.JPEG included), optionally rescaled so its
+    shorter side is ``shorter_side``. A truncated or unreadable file raises :class:`DataError` naming it."""
+    try:
+        with Image.open(path) as img:
+            if shorter_side is not None:
+                scale = shorter_side / min(img.size)
+                # JPEG: let libjpeg decode at 1/2, 1/4 or 1/8 scale when that still leaves enough pixels
+                img.draft("RGB", (math.ceil(img.width * scale), math.ceil(img.height * scale)))
+            rgb = img.convert("RGB")
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
+        raise DataError(
+            f"cannot decode image {path} ({err}); delete or replace it, or set data.skip_bad_images=true"
+        ) from err
+    if shorter_side is not None and min(rgb.size) != shorter_side:
+        scale = shorter_side / min(rgb.size)
+        size = (max(shorter_side, round(rgb.width * scale)), max(shorter_side, round(rgb.height * scale)))
+        rgb = rgb.resize(size, Image.Resampling.BILINEAR)  # antialiased, as torchvision's Resize on PIL images
+    return rgb
+
+
+def to_tensor(img: Image.Image) -> torch.Tensor:
+    """PIL RGB -> uint8 (3, H, W)."""
+    return torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).view(img.height, img.width, 3).permute(2, 0, 1)
+
+
+def resize_file(job: tuple[str, str, int]) -> tuple[str, str] | None:
+    """Write ``src`` rescaled to shorter side ``size`` as a JPEG at ``dst``; None, or (src, why it failed)."""
+    src, dst, size = job
+    try:
+        img = load_rgb(src, size)
+    except DataError as err:
+        return src, str(err)
+    atomic_write(Path(dst), lambda f: img.save(f, format="JPEG", quality=90), sync=False)
+    return None
+
+
+class ImageFiles(Dataset):
+    """One image per ``(index, epoch)`` key (see :class:`EpochSampler`) and its augmentation draws for that epoch.
+
+    Returns ``(image, label, draws, path)``: ``image`` is uint8 (3, S, S) (the centre square after rescaling to
+    shorter side S) or, in training with ``random_resized``, torchvision's RandomResizedCrop at ``crop_size``;
+    with ``encoded`` it is the file's bytes instead, for decoding on the GPU. ``draws`` are [crop top, crop left,
+    flip, 3 PCA alphas, random-resized box top, left, height, width], all from (seed, epoch, index): one draw per
+    image per pass, whatever the worker and device counts. An unreadable image raises :class:`DataError` naming
+    the file, or with ``skip_bad`` comes back as its path alone.
+    """
+
+    def __init__(
+        self,
+        samples: list[Sample],
+        size: int,
+        crop_size: int,
+        train: bool = False,
+        random_resized: bool = False,
+        pca_std: float = 0.0,
+        seed: int = 0,
+        skip_bad: bool = False,
+        encoded: bool = False,
+    ) -> None:
+        self.samples, self.size, self.crop_size = samples, size, crop_size
+        self.train, self.random_resized, self.pca_std = train, random_resized, pca_std
+        self.seed, self.skip_bad, self.encoded = seed, skip_bad, encoded
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int, torch.Tensor, str] | str:
+        index, epoch = key
+        path, label = self.samples[index]
+        seed = derived_seed(self.seed, epoch, index)
+        draws = torch.zeros(DRAWS)
+        try:
+            if self.train and self.random_resized:
+                draws[6:] = torch.tensor(self._random_resized_box(path, seed), dtype=torch.float32)
+            if self.encoded:
+                image = read_file(path)
+            elif self.train and self.random_resized:
+                image = resized_crop(
+                    to_tensor(load_rgb(path)), *draws[6:].int().tolist(), [self.crop_size] * 2, antialias=True
+                )
+            else:
+                image = center_crop(to_tensor(load_rgb(path, self.size)), self.size)
+        except DataError:
+            if self.skip_bad:
+                return path
+            raise
+        if self.train:
+            gen = torch.Generator().manual_seed(seed)
+            room = (self.crop_size if self.random_resized else self.size) - self.crop_size + 1
+            draws[:2] = torch.randint(0, room, (2,), generator=gen)
+            draws[2] = float(torch.rand(1, generator=gen).item() < 0.5)
+            draws[3:6] = torch.randn(3, generator=gen) * self.pca_std
+        return image, label, draws, path
+
+    @staticmethod
+    def _random_resized_box(path: str, seed: int) -> list[int]:
+        """torchvision's RandomResizedCrop box (scale 0.08-1, ratio 3/4-4/3) for this image, seeded per image and
+        epoch; only the file's header is read."""
+        try:
+            with Image.open(path) as img, torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed + 1)
+                return list(RandomResizedCrop.get_params(img, scale=[0.08, 1.0], ratio=[3 / 4, 4 / 3]))
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
+            raise DataError(
+                f"cannot decode image {path} ({err}); delete or replace it, or set data.skip_bad_images=true"
+            ) from err
+
+
+class Encoded(NamedTuple):
+    """A batch of encoded image files as one tensor (one shared-memory block per batch, not one per file)."""
+
+    blob: torch.Tensor  # uint8, the files back to back
+    sizes: torch.Tensor  # int64, each file's length
+
+    def files(self) -> list[torch.Tensor]:
+        return list(torch.split(self.blob, self.sizes.tolist()))
+
+
+def collate(items: list[tuple[torch.Tensor, int, torch.Tensor, str] | str]) -> tuple[Any, ...]:
+    """(images, labels, draws, skipped paths, paths): images stacked, or a list of encoded files to decode on the
+    GPU; the paths of skipped images travel along so the main process can count them."""
+    kept = [item for item in items if not isinstance(item, str)]
+    skipped = [item for item in items if isinstance(item, str)]
+    if not kept:
+        return (
+            torch.empty(0, 3, 0, 0, dtype=torch.uint8),
+            torch.empty(0, dtype=torch.int64),
+            torch.empty(0, DRAWS),
+            skipped,
+            [],
+        )
+    images, labels, draws, paths = zip(*kept, strict=True)
+    encoded = images[0].dim() == 1
+    return (
+        Encoded(torch.cat(images), torch.tensor([len(f) for f in images])) if encoded else torch.stack(images),
+        torch.tensor(labels),
+        torch.stack(draws),
+        skipped,
+        list(paths),
+    )
+
+
+class ResumableLoader(DataLoader):
+    """A DataLoader Lightning saves in checkpoints: a mid-epoch resume skips the batches already trained."""
+
+    def __init__(self, *args: Any, progress: Any = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.progress = progress  # () -> (epoch, batches trained in it)
+
+    def state_dict(self) -> dict[str, int]:
+        epoch, trained = self.progress()
+        return {"epoch": epoch, "batches_trained": trained}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        epoch, _ = self.progress()
+        self.sampler.skip_batches = state["batches_trained"] if state["epoch"] == epoch else 0
+
+
+# -------------------------------------------------------------------------------------- finding data
+
+
+def list_split(root: Path, classes: list[str], max_per_class: int | None) -> list[Sample]:
+    """(path, label) of the first ``max_per_class`` images (sorted by name) of each class folder."""
+    samples: list[Sample] = []
+    for label, wnid in enumerate(classes):
+        folder = root / wnid
+        if not folder.is_dir():
+            raise DataError(
+                f"{root} has no folder {wnid}/ (a class of the training split); add it or pick data.classes"
+            )
+        files = sorted(e.name for e in os.scandir(folder) if Path(e.name).suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise DataError(f"class folder {folder} holds no JPEG or PNG images; add them or leave the class out")
+        samples += [(str(folder / name), label) for name in files[:max_per_class]]
+    return samples
+
+
+def pick_classes(available: list[str], classes: int | Sequence[str] | None) -> list[str]:
+    """All classes, ``n`` of them spread evenly over the sorted wnids (so a subset spans the hierarchy), or a list."""
+    if classes is None:
+        return available
+    if isinstance(classes, int) and not isinstance(classes, bool):
+        if not 1 <= classes <= len(available):
+            raise DataError(f"data.classes={classes} must be between 1 and the {len(available)} classes found")
+        return [available[i * len(available) // classes] for i in range(classes)]
+    wanted = [str(c) for c in classes]
+    if missing := [c for c in wanted if c not in available]:
+        raise DataError(f"data.classes names {', '.join(missing[:5])} not among the {len(available)} class folders")
+    if len(set(wanted)) != len(wanted):
+        raise DataError("data.classes lists a class twice; give each wnid once")
+    return wanted
+
+
+def unpack_archives(root: Path, splits: Sequence[str]) -> None:
+    """Turn the official ILSVRC2012 archives in ``root`` into ``root/<split>/<wnid>/`` with torchvision's parsers.
+
+    Each split is unpacked into ``<split>.partial`` and renamed when complete, so an interrupted run never
+    leaves a half tree that looks whole.
+    """
+    from torchvision.datasets import imagenet as tv
+
+    need = [s for s in splits if not (root / s).is_dir()]
+    if not need:
+        return
+    wanted = [ARCHIVES[s] for s in need if s in ARCHIVES]
+    if "val" in need and not (root / META_FILE).exists():
+        wanted.append(ARCHIVES["devkit"])  # the val labels live in the devkit
+    missing = [a for a in wanted if not (root / a).is_file()]
+    if missing or len(wanted) < len(need):
+        folders = " + ".join(f"{s}/<wnid>/" for s in need)
+        raise DataError(
+            f"no ImageNet at {root}: {folders} not found, nor the archives to make them (missing "
+            f"{', '.join(missing) or 'archives for ' + ', '.join(need)}); put them there or set data.path (or ALEXNET_IMAGENET)"
+        )
+    try:
+        if ARCHIVES["devkit"] in wanted:
+            tv.parse_devkit_archive(str(root))
+        for split in need:
+            partial = root / f"{split}.partial"
+            shutil.rmtree(partial, ignore_errors=True)
+            log.info("unpacking %s into %s (once)", ARCHIVES[split], root / split)
+            parse = tv.parse_train_archive if split == "train" else tv.parse_val_archive
+            parse(str(root), folder=partial.name)
+            os.replace(partial, root / split)
+    except RuntimeError as err:  # torchvision's checksum check
+        raise DataError(f"{err} ".split(". ")[0] + f" (checksum); download it again into {root}") from err
+
+
+def class_names(root: Path) -> dict[str, str]:
+    """wnid -> human-readable name from the devkit (torchvision's meta.bin, parsed from the devkit archive once)."""
+    from torchvision.datasets import imagenet as tv
+
+    if not (root / META_FILE).exists() and (root / ARCHIVES["devkit"]).is_file():
+        try:
+            tv.parse_devkit_archive(str(root))
+        except RuntimeError as err:
+            log.warning("class names unavailable: %s", err)
+    if not (root / META_FILE).exists():
+        return {}
+    wnid_to_classes, _ = tv.load_meta_file(str(root))
+    return {wnid: ", ".join(names) for wnid, names in wnid_to_classes.items()}
+
+
+# ------------------------------------------------------------------------------------------ datamodule
+
+
+class ImageNetDataModule(L.LightningDataModule):
+    """ILSVRC-2012 (or any ``train/<class>/`` + ``val/<class>/`` JPEG tree) with the paper's preprocessing.
+
+    ``prepare_data`` unpacks official archives once, writes a copy rescaled to shorter side ``resize`` (so epochs
+    never decode full-size JPEGs), and measures the training mean. ImageNet's test labels are not public:
+    ``test`` evaluates the val split again under ``test_protocol`` (the paper reports val numbers).
+    """
+
+    def __init__(
+        self,
+        path: str,
+        cache_dir: str,
+        num_classes: int = 1000,
+        classes: int | list[str] | None = None,
+        max_per_class: int | None = None,
+        max_val_per_class: int | None = None,
+        train_dir: str = "train",
+        val_dir: str = "val",
+        prepare: bool = True,
+        resize: int = 256,
+        image_size: int = 256,
+        crop_size: int = 224,
+        train_crop: str = "random",
+        hflip: bool = True,
+        pca_std: float = 0.1,
+        pca_eigval: list[float] | None = None,
+        pca_eigvec: list[list[float]] | None = None,
+        mean: str | list[float] = "pixel",
+        std: float | list[float] | None = None,
+        mean_images: int = 10000,
+        val_protocol: str = "center",
+        test_protocol: str = "ten_crop",
+        batch_size: int = 128,
+        eval_batch_size: int | None = None,
+        num_workers: int | None = None,
+        pin_memory: bool = True,
+        prefetch_factor: int = 4,
+        skip_bad_images: bool = False,
+        decode: str = "cpu",
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if decode not in ("cpu", "cuda"):
+            raise DataError(f"data.decode={decode!r}: use cpu (worker processes) or cuda (nvjpeg on the GPU)")
+        if train_crop not in ("random", "random_resized"):
+            raise DataError(f"data.train_crop={train_crop!r}: use random (the paper) or random_resized (torchvision)")
+        for key, value in (("val_protocol", val_protocol), ("test_protocol", test_protocol)):
+            if value not in PROTOCOLS:
+                raise DataError(f"data.{key}={value!r}: use one of {', '.join(PROTOCOLS)}")
+        if mean == "pixel" and train_crop == "random_resized":
+            raise DataError(
+                "data.mean=pixel needs data.train_crop=random (a mean image fits 256x256 inputs only); use mean=channel"
+            )
+        if isinstance(mean, str) and mean not in ("pixel", "channel"):
+            raise DataError(f"data.mean={mean!r}: use pixel, channel or a list of 3 values in [0, 1]")
+        if not crop_size <= image_size <= resize:
+            raise DataError(
+                f"need data.crop_size ({crop_size}) <= data.image_size ({image_size}) <= data.resize ({resize})"
+            )
+        if pca_std and (pca_eigval is None or pca_eigvec is None):
+            raise DataError("data.pca_std > 0 needs data.pca_eigval and data.pca_eigvec (or set pca_std=0)")
+        self.path, self.cache_dir = Path(path).expanduser(), Path(cache_dir).expanduser()
+        self.num_classes, self.classes_arg = num_classes, classes
+        self.max_per_class, self.max_val_per_class = max_per_class, max_val_per_class
+        self.split_dirs = {"train": train_dir, "val": val_dir}
+        self.prepare, self.resize, self.image_size, self.crop_size = prepare, resize, image_size, crop_size
+        self.train_crop, self.hflip, self.pca_std = train_crop, hflip, pca_std
+        self.pca = (torch.tensor(pca_eigval or [0.0] * 3), torch.tensor(pca_eigvec or [[0.0] * 3] * 3))
+        self.mean, self.std, self.mean_images = mean, std, mean_images
+        self.protocols = {"val": val_protocol, "test": test_protocol}
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
+        self.num_workers, self.pin_memory, self.prefetch_factor = num_workers, pin_memory, prefetch_factor
+        self.skip_bad_images, self.decode, self.seed = skip_bad_images, decode, seed
+        self.classes: list[str] = []
+        self.class_names: dict[str, str] = {}
+        self.samples: dict[str, list[Sample]] = {}
+        self.normalize: Normalize | None = None
+        self.skipped: set[str] = set()
+        self._source_listing: dict[str, list[Sample]] | None = None
+
+    # -- where the images are
+
+    @property
+    def prepared_root(self) -> Path:
+        return self.cache_dir / f"resized{self.resize}-{source_key(self.path.resolve())}"
+
+    def _listing(self) -> dict[str, list[Sample]]:
+        """The selected classes' images in the source tree (scanned once)."""
+        if self._source_listing is None:
+            self._source_listing = self._scan(self.path)
+        return self._source_listing
+
+    def _scan(self, root: Path) -> dict[str, list[Sample]]:
+        train = root / self.split_dirs["train"]
+        available = sorted(e.name for e in os.scandir(train) if e.is_dir())
+        if not available:
+            raise DataError(f"{train} holds no class folders; point data.path at a train/<wnid>/ + val/<wnid>/ tree")
+        self.classes = pick_classes(available, self.classes_arg)
+        if len(self.classes) != self.num_classes:
+            raise DataError(
+                f"{len(self.classes)} classes selected, data.num_classes is {self.num_classes}; set data.classes or data.num_classes"
+            )
+        return {
+            "train": list_split(train, self.classes, self.max_per_class),
+            "val": list_split(root / self.split_dirs["val"], self.classes, self.max_val_per_class),
+        }
+
+    def _in_prepared(self, path: str) -> str:
+        return str(self.prepared_root / Path(path).relative_to(self.path))
+
+    def _workers(self) -> int:
+        if self.num_workers is not None:
+            return self.num_workers
+        devices = self.trainer.num_devices if self.trainer is not None else 1
+        return max(1, len(os.sched_getaffinity(0)) // devices - 1)  # a core stays with the training process
+
+    # -- prepare: archives, resized copy, mean
+
+    def prepare_data(self) -> None:
+        if not self.path.exists():
+            raise DataError(
+                f"no ImageNet at {self.path}; set data.path (or ALEXNET_IMAGENET) to a folder with train/ + val/ or the archives"
+            )
+        unpack_archives(self.path, list(self.split_dirs.values()))
+        listing = self._listing()
+        if self.prepare:
+            self._write_resized(listing)
+        self._measure_mean()
+
+    def _write_resized(self, listing: dict[str, list[Sample]]) -> None:
+        """The one-time rescale to shorter side ``resize`` (what the paper trained on), resumable file by file."""
+        done = self._prepared_marker()
+        if done.exists():
+            return
+        jobs = [(p, self._in_prepared(p), self.resize) for split in listing.values() for p, _ in split]
+        jobs = [job for job in jobs if not Path(job[1]).exists()]
+        log.info(
+            "writing %d images rescaled to shorter side %d into %s (once)", len(jobs), self.resize, self.prepared_root
+        )
+        skipped = []
+        with multiprocessing.get_context("fork").Pool(max(1, self._workers())) as pool:
+            for failure in pool.imap_unordered(resize_file, jobs, chunksize=32):
+                if failure is None:
+                    continue
+                if not self.skip_bad_images:
+                    raise DataError(failure[1])
+                log.warning("skipped: %s", failure[1])
+                skipped.append(failure[0])
+        if skipped:
+            with open(self.prepared_root / "skipped.txt", "a") as f:
+                f.writelines(f"{p}\n" for p in skipped)
+        done.touch()
+
+    def _prepared_marker(self) -> Path:
+        """Exists once every selected image is in the resized copy."""
+        key = source_key(self.classes, self.max_per_class, self.max_val_per_class, *self.split_dirs.values())
+        return self.prepared_root / f".complete-{key}"
+
+    def _image_samples(self) -> dict[str, list[Sample]]:
+        """The listing, pointing into the resized copy when there is one, without the files skipped there."""
+        listing = self._listing()
+        if not self.prepare:
+            return listing
+        skipped_file = self.prepared_root / "skipped.txt"
+        skipped = set(skipped_file.read_text().splitlines()) if skipped_file.exists() else set()
+        self.skipped |= skipped
+        return {s: [(self._in_prepared(p), y) for p, y in items if p not in skipped] for s, items in listing.items()}
+
+    def _mean_file(self, train: list[Sample]) -> Path:
+        key = source_key(len(train), train[0][0], train[-1][0], self.image_size, self.mean_images, self.resize)
+        return self.cache_dir / f"imagenet-mean-{key}.pt"
+
+    def _measure_mean(self) -> None:
+        """The mean image over ``mean_images`` training images spread over the split (per-channel: its average)."""
+        if not isinstance(self.mean, str):
+            return
+        train = self._image_samples()["train"]
+        target = self._mean_file(train)
+        if target.exists():
+            return
+        subset = train[:: max(1, len(train) // self.mean_images)][: self.mean_images]
+        dataset = ImageFiles(subset, self.image_size, self.crop_size, skip_bad=self.skip_bad_images)
+        loader = DataLoader(
+            dataset, 64, sampler=[(i, 0) for i in range(len(subset))], collate_fn=collate, num_workers=self._workers()
+        )
+        total, count = torch.zeros(3, self.image_size, self.image_size, dtype=torch.float64), 0
+        for images, *_ in loader:
+            total += images.sum(0, dtype=torch.float64)
+            count += len(images)
+        log.info("measured the mean of %d training images into %s", count, target)
+        atomic_save({"pixel_mean": (total / count / 255.0).float(), "images": count}, target)
+
+    # -- setup and loaders
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.samples:
+            return
+        if self.decode == "cuda" and not torch.cuda.is_available():
+            raise DataError("data.decode=cuda needs a CUDA device and none is visible; use data.decode=cpu")
+        self._listing()
+        if self.prepare and not self._prepared_marker().exists():  # setup() without prepare_data() first
+            self.prepare_data()
+        self.samples = self._image_samples()
+        self.class_names = class_names(self.path)
+        if isinstance(self.mean, str):
+            target = self._mean_file(self.samples["train"])
+            if not target.exists():
+                self._measure_mean()
+            pixel_mean = torch.load(target, weights_only=True)["pixel_mean"]
+            mean = pixel_mean if self.mean == "pixel" else pixel_mean.mean(dim=(1, 2))
+        else:
+            mean = self.mean
+        self.normalize = Normalize(mean, self.std if self.std is not None else 1.0)
+
+    def _loader(self, split: str, train: bool) -> ResumableLoader:
+        trainer = self.trainer
+        world_size = trainer.world_size if trainer is not None else 1
+        rank = trainer.global_rank if trainer is not None else 0
+        batch_size = self.batch_size if train else self.eval_batch_size
+        if batch_size % world_size:
+            key = "data.batch_size" if train else "data.eval_batch_size"
+            raise DataError(
+                f"{key}={batch_size} (the global batch) does not split over {world_size} devices; use a multiple of {world_size}"
+            )
+        samples = self.samples["train" if train else "val"]
+        dataset = ImageFiles(
+            samples,
+            self.image_size,
+            self.crop_size,
+            train=train,
+            random_resized=self.train_crop == "random_resized",
+            pca_std=self.pca_std,
+            seed=self.seed,
+            skip_bad=self.skip_bad_images,
+            encoded=self.decode == "cuda",
+        )
+        shuffle = train and not (trainer is not None and trainer.overfit_batches)  # overfit: fixed batches
+        sampler = EpochSampler(len(samples), batch_size // world_size, self.seed, shuffle, train, rank, world_size)
+        workers = self._workers()
+        return ResumableLoader(
+            dataset,
+            batch_size // world_size,
+            sampler=sampler,
+            collate_fn=collate,
+            num_workers=workers,
+            pin_memory=self.pin_memory and torch.cuda.is_available(),
+            persistent_workers=workers > 0,
+            prefetch_factor=self.prefetch_factor if workers > 0 else None,
+            progress=self._progress,
+        )
+
+    def _progress(self) -> tuple[int, int]:
+        if self.trainer is None:
+            return 0, 0
+        return self.trainer.current_epoch, self.trainer.fit_loop.epoch_loop.batch_progress.current.completed
+
+    def train_dataloader(self) -> ResumableLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> ResumableLoader:
+        return self._loader("val", train=False)
+
+    def test_dataloader(self) -> ResumableLoader:
+        return self._loader("val", train=False)
+
+    # -- on the device
+
+    def transfer_batch_to_device(self, batch: tuple[Any, ...], device: torch.device, dataloader_idx: int) -> Any:
+        """With ``decode=cuda`` the workers send encoded files: nvjpeg decodes them straight into device memory."""
+        images, labels, draws, skipped, paths = batch
+        if not isinstance(images, Encoded):
+            return super().transfer_batch_to_device(batch, device, dataloader_idx)
+        train = self.trainer is not None and self.trainer.training
+        decoded, keep = self.decode_on_device(images.files(), paths, draws, device, train)
+        skipped = skipped + [p for p, k in zip(paths, keep, strict=True) if not k]
+        labels, draws = labels[keep], draws[keep]
+        return decoded, labels.to(device, non_blocking=True), draws.to(device, non_blocking=True), skipped, []
+
+    def decode_on_device(
+        self, files: list[torch.Tensor], paths: list[str], draws: torch.Tensor, device: torch.device, train: bool
+    ) -> tuple[torch.Tensor, list[bool]]:
+        """Batched GPU JPEG decoding into the same uint8 squares (or random-resized crops) the CPU workers make.
+
+        A file nvjpeg rejects (PNG, CMYK) is decoded on the CPU instead; one neither can read is an error, or
+        with ``skip_bad_images`` left out (``keep`` marks the images kept).
+        """
+        if device.type == "cuda":
+            # nvJPEG may write into blocks the caching allocator just recycled while queued kernels still read
+            # them (pytorch/vision#9606: NaN losses on H100/H200): let the queued work finish first
+            torch.cuda.current_stream(device).synchronize()
+        try:
+            decoded = decode_jpeg(files, mode=ImageReadMode.RGB, device=device)
+        except RuntimeError:  # one bad file fails the batch: retry one by one
+            decoded = [None] * len(files)
+            for i, (data, path) in enumerate(zip(files, paths, strict=True)):
+                try:
+                    decoded[i] = decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
+                except RuntimeError:
+                    try:
+                        decoded[i] = to_tensor(load_rgb(path)).to(device)
+                    except DataError:
+                        if not self.skip_bad_images:
+                            raise
+        out, keep = [], []
+        for image, box in zip(decoded, draws[:, 6:].int().tolist(), strict=True):
+            keep.append(image is not None)
+            if image is None:
+                continue
+            if train and self.train_crop == "random_resized":
+                out.append(resized_crop(image, *box, [self.crop_size] * 2, antialias=True))
+            else:
+                if min(image.shape[-2:]) != self.image_size:
+                    image = resize(image, [self.image_size], antialias=True)
+                out.append(center_crop(image, self.image_size))
+        return torch.stack(out), keep
+
+    def on_after_batch_transfer(self, batch: tuple[Any, ...], dataloader_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+        images, labels, draws, skipped, _ = batch
+        for path in skipped:
+            if path not in self.skipped:
+                self.skipped.add(path)
+                log.warning("skipped unreadable image %s (%d so far)", path, len(self.skipped))
+        trainer = self.trainer
+        if trainer is not None and trainer.training:
+            return self.train_views(images, draws), labels
+        stage = "test" if trainer is not None and trainer.testing else "val"
+        return self.eval_views(images, self.protocols[stage]), labels
+
+    def train_views(self, images: torch.Tensor, draws: torch.Tensor) -> torch.Tensor:
+        """uint8 (N, 3, S, S) -> normalised float crops: PCA lighting, mean subtraction, random crop, flip."""
+        shift = None
+        if self.pca_std:
+            eigval, eigvec = (t.to(images.device) for t in self.pca)
+            shift = pca_lighting(draws[:, 3:6], eigval, eigvec)
+        x = self.normalize(images, shift)
+        if x.shape[-1] > self.crop_size:
+            x = windows(x, draws[:, :2].long(), self.crop_size, self.crop_size)
+        return hflip(x, draws[:, 2] > 0.5) if self.hflip else x
+
+    def eval_views(self, images: torch.Tensor, protocol: str) -> torch.Tensor:
+        """uint8 (N, 3, S, S) -> normalised (N, 3, crop, crop) centre crops, or (N, 10, 3, crop, crop) views."""
+        x = self.normalize(images)
+        return center_crop(x, self.crop_size) if protocol == "center" else ten_crop(x, self.crop_size)
+
+    def describe(self) -> dict[str, Any]:
+        """What metrics.json records about the data: splits, protocols, classes, skipped images."""
+        return {
+            "val_split": f"{self.split_dirs['val']}/ ({len(self.samples.get('val', []))} images), {PROTOCOLS[self.protocols['val']]}",
+            "test_split": f"{self.split_dirs['val']}/ again, {PROTOCOLS[self.protocols['test']]}",
+            "train_images": len(self.samples.get("train", [])),
+            "classes": [[c, self.class_names.get(c, c)] for c in self.classes],
+            "skipped_images": sorted(self.skipped),
+        }

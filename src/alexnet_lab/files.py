@@ -1,0 +1,27 @@
+"""Files that are whole or absent: the one write helper checkpoints, caches and resized images share."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+
+def atomic_write(path: Path, write: Callable[[BinaryIO], object], sync: bool = True) -> None:
+    """Write through ``write`` into a temporary file beside ``path``, then rename it over ``path``.
+
+    A kill or a full disk during the write leaves the previous file (or none) as it was; ``sync`` also
+    flushes the bytes to disk before the rename, for files a crash must not lose.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
