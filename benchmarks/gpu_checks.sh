@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU figures in benchmarks/README.md, in one go (about 5 minutes on one H100/H200):
+# The GPU figures in benchmarks/README.md, in one go (a few minutes on one H100/H200):
 # CUDA-path tests, the ImageNet input pipeline at batch 128 and 256 (bf16-mixed, worker and nvjpeg decoding),
 # and Lightning-vs-plain throughput with and without channels_last. Runs from the repository root with a
 # python3 that has torch, torchvision, lightning and torchmetrics (the package itself is taken from src/).

@@ -47,6 +47,11 @@ def first_batch(loader, epoch: int = 0):
     return next(iter(loader))
 
 
+def epoch_batches(loader, epoch: int) -> list:
+    loader.sampler.set_epoch(epoch)
+    return list(loader)
+
+
 # ------------------------------------------------------------------------------------ folder tree
 
 
@@ -117,6 +122,21 @@ def test_class_and_size_subsets_pick_exactly_the_requested_classes_and_counts(tm
         datamodule(root, tmp_path, classes=["n99999999"], num_classes=1, prepare=False, mean=[0.5] * 3).setup()
     with pytest.raises(DataError, match=r"data.classes=7 must be between 1 and the 6 classes found"):
         datamodule(root, tmp_path, classes=7, num_classes=7, prepare=False, mean=[0.5] * 3).setup()
+
+
+def test_a_mid_epoch_resume_serves_the_rest_of_the_epoch_with_the_same_draws(tree: Path, tmp_path: Path) -> None:
+    dm = datamodule(tree, tmp_path, mean=[0.5] * 3, prepare=False, batch_size=3)
+    dm.setup()
+    whole = epoch_batches(dm.train_dataloader(), epoch=1)
+    assert len(whole) == 5  # 15 images, batches of 3
+    resumed = dm.train_dataloader()
+    resumed.progress = lambda: (1, 0)  # the restored trainer is at the start of epoch 1
+    resumed.load_state_dict({"epoch": 1, "batches_trained": 2})
+    rest = epoch_batches(resumed, epoch=1)
+    assert len(rest) == 3
+    for (x, y, d, *_), (x2, y2, d2, *_) in zip(whole[2:], rest, strict=True):
+        assert torch.equal(x, x2) and torch.equal(y, y2) and torch.equal(d, d2)
+    assert len(epoch_batches(resumed, epoch=1)) == 5  # the skip applies to one pass only
 
 
 # ------------------------------------------------------------------------- official archives

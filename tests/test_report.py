@@ -14,7 +14,7 @@ import pytest
 from conftest import FAST, isolated_env, run_cli, write_batches
 from PIL import Image
 
-from alexnet_lab.report import build_report, mean_std, t_quantile, welch_interval
+from alexnet_lab.report import build_report, mean_std, t_quantile, to_markdown, welch_interval
 
 
 @pytest.mark.parametrize(
@@ -100,6 +100,27 @@ def test_report_rows_counts_and_means(sweep: Path) -> None:
     assert "`3_model.activation=tanh,seed=2`: RuntimeError: injected failure for the report test" in markdown
     assert "six times faster" in markdown  # the paper's claim stands beside the table
     assert "epochs to train/top1_err ≤ 25" in markdown
+    assert "on the test split (one view) and the validation split (one view)" in markdown  # CIFAR-10: no crops
+
+
+def test_report_says_which_views_produced_imagenet_numbers(sweep: Path, tmp_path: Path) -> None:
+    from omegaconf import OmegaConf
+
+    copy = tmp_path / "imagenet_sweep"
+    shutil.copytree(sweep, copy)
+    for config_file in copy.glob("*/.hydra/config.yaml"):
+        config = OmegaConf.load(config_file)
+        config.data = {
+            "_target_": "alexnet_lab.data.ImageNetDataModule",
+            "val_protocol": "center",
+            "test_protocol": "ten_crop",
+        }
+        OmegaConf.save(config, config_file)
+    markdown = to_markdown(build_report(copy))
+    assert (
+        "dataset imagenet. Errors in percent on the test split (10-crop, softmax averaged) and the validation split (centre crop)"
+        in markdown
+    )
 
 
 def test_report_csv_png_and_tensorboard(sweep: Path) -> None:

@@ -35,7 +35,8 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     module.load_state_dict(ckpt["state_dict"])
     trainer = instantiate(cfg.trainer, logger=[instantiate(c) for c in cfg.logger.values() if c] or False)
     start = time.perf_counter()
-    trainer.test(module, datamodule=instantiate(data_cfg))
+    datamodule = instantiate(data_cfg)
+    trainer.test(module, datamodule=datamodule)
     record = {
         "status": "finished",
         "ckpt_path": str(ckpt_path),
@@ -45,6 +46,7 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "epochs": ckpt.get("epoch"),
         "steps": ckpt.get("global_step"),
         "final": {k: float(v) for k, v in sorted(trainer.callback_metrics.items()) if k.startswith("test/")},
+        "data": datamodule.describe(),  # the split tested and, for ImageNet, its evaluation views
         "config": {"model": OmegaConf.to_container(trained.model), "data": OmegaConf.to_container(data_cfg)},
     }
     cli.write_json(run_dir / "metrics.json", record)

@@ -182,6 +182,7 @@ class Report:
     baseline: Row | None
     dataset: str
     ablation: dict[str, Any]
+    protocols: dict[str, str] = field(default_factory=dict)  # split -> evaluation views, e.g. test: 10-crop
 
     @property
     def failed(self) -> list[Job]:
@@ -191,6 +192,13 @@ class Report:
 def _dataset(config: dict[str, Any]) -> str:
     target = str(config.get("data", {}).get("_target_", ""))
     return target.rsplit(".", 1)[-1].removesuffix("DataModule").lower() or "unknown"
+
+
+def _protocols(config: dict[str, Any]) -> dict[str, str]:
+    """How each split was evaluated: ImageNet runs choose centre or 10-crop views, CIFAR-10 runs use one view."""
+    data = config.get("data", {})
+    views = {"center": "centre crop", "ten_crop": "10-crop, softmax averaged"}
+    return {split: views.get(data.get(f"{split}_protocol"), "one view") for split in ("test", "val")}
 
 
 def build_report(sweep: Path) -> Report:
@@ -228,7 +236,7 @@ def build_report(sweep: Path) -> Report:
             if reached:
                 row.milestone = (statistics.fmean(m[0] for m in reached), statistics.fmean(m[1] for m in reached))
     dataset = _dataset(jobs[0].config)
-    return Report(sweep, keys, list(rows.values()), baseline, dataset, ablation)
+    return Report(sweep, keys, list(rows.values()), baseline, dataset, ablation, _protocols(jobs[0].config))
 
 
 def _pm(stat: tuple[float, float] | None) -> str:
@@ -256,8 +264,9 @@ def to_markdown(report: Report) -> str:
     lines = [
         f"# Ablation: {name}",
         "",
-        f"Sweep `{report.sweep}`; dataset {report.dataset}. Errors in percent on the test split and the validation "
-        f"split, mean ± sample std over finished seeds. Δ is variant minus baseline ({base}) with a 95 % Welch "
+        f"Sweep `{report.sweep}`; dataset {report.dataset}. Errors in percent on the test split "
+        f"({report.protocols.get('test', 'one view')}) and the validation split ({report.protocols.get('val', 'one view')}), "
+        f"mean ± sample std over finished seeds. Δ is variant minus baseline ({base}) with a 95 % Welch "
         "confidence interval: positive means the variant errs more.",
         "",
     ]

@@ -47,6 +47,10 @@ DRAWS = 10  # per-image augmentation numbers, see ImageFiles
 # ------------------------------------------------------------------------------------------ decoding
 
 
+def unreadable(path: str, err: Exception) -> DataError:
+    return DataError(f"cannot decode image {path} ({err}); delete or replace it, or set data.skip_bad_images=true")
+
+
 def load_rgb(path: str, shorter_side: int | None = None) -> Image.Image:
     """An image file as RGB (grayscale, CMYK, palette and PNG-in-.JPEG included), optionally rescaled so its
     shorter side is ``shorter_side``. A truncated or unreadable file raises :class:`DataError` naming it."""
@@ -58,9 +62,7 @@ def load_rgb(path: str, shorter_side: int | None = None) -> Image.Image:
                 img.draft("RGB", (math.ceil(img.width * scale), math.ceil(img.height * scale)))
             rgb = img.convert("RGB")
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
-        raise DataError(
-            f"cannot decode image {path} ({err}); delete or replace it, or set data.skip_bad_images=true"
-        ) from err
+        raise unreadable(path, err) from err
     if shorter_side is not None and min(rgb.size) != shorter_side:
         scale = shorter_side / min(rgb.size)
         size = (max(shorter_side, round(rgb.width * scale)), max(shorter_side, round(rgb.height * scale)))
@@ -151,9 +153,7 @@ class ImageFiles(Dataset):
                 torch.manual_seed(seed + 1)
                 return list(RandomResizedCrop.get_params(img, scale=[0.08, 1.0], ratio=[3 / 4, 4 / 3]))
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
-            raise DataError(
-                f"cannot decode image {path} ({err}); delete or replace it, or set data.skip_bad_images=true"
-            ) from err
+            raise unreadable(path, err) from err
 
 
 class Encoded(NamedTuple):
