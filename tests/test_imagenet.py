@@ -299,6 +299,9 @@ def test_ten_crop_evaluation_averages_the_ten_views_softmax(tree: Path, tmp_path
     torch.testing.assert_close(loss, F.nll_loss(by_hand.log(), target))
     top1 = module.metrics["test_"].compute()["top1_err"]
     assert top1 == pytest.approx(100 * (by_hand.argmax(-1) != target).float().mean().item())
+    # a batch whose images were all unreadable (and skipped) is no step at all, not a NaN loss
+    images, labels, *_ = collate(["a.JPEG", "b.JPEG"])
+    assert module._step("train", (images, labels)) is None and module.metrics["train_"].loss.update_count == 0
 
 
 @pytest.mark.parametrize(

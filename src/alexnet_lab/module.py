@@ -93,8 +93,10 @@ class Classifier(L.LightningModule):
             x = x.contiguous(memory_format=torch.channels_last)
         return self.net(x)
 
-    def _step(self, stage: str, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    def _step(self, stage: str, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor | None:
         x, y = batch
+        if y.numel() == 0:  # every image of the batch was unreadable and skipped (data.skip_bad_images)
+            return None
         if x.dim() == 5:  # (N, views, C, H, W): the paper's 10-crop test averages the views' softmax
             logits = self.view_averaged_log_probs(x)
             loss = F.nll_loss(logits, y)
@@ -110,7 +112,7 @@ class Classifier(L.LightningModule):
         probs = self(views.flatten(0, 1)).float().softmax(dim=-1).view(n, v, -1).mean(dim=1)
         return probs.clamp_min(torch.finfo(probs.dtype).tiny).log()
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
         return self._step("train", batch)
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:

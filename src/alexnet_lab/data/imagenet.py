@@ -167,8 +167,8 @@ class Encoded(NamedTuple):
 
 
 def collate(items: list[tuple[torch.Tensor, int, torch.Tensor, str] | str]) -> tuple[Any, ...]:
-    """(images, labels, draws, skipped paths, paths): images stacked, or a list of encoded files to decode on the
-    GPU; the paths of skipped images travel along so the main process can count them."""
+    """(images, labels, draws, skipped paths, paths): images stacked, or the files :class:`Encoded` for decoding on
+    the GPU; the paths of skipped images travel along so the main process can count them."""
     kept = [item for item in items if not isinstance(item, str)]
     skipped = [item for item in items if isinstance(item, str)]
     if not kept:
