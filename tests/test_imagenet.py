@@ -82,6 +82,17 @@ def test_tree_with_odd_files_is_rescaled_once_and_served_with_true_labels(tree: 
     assert all(abs(m - (30 + 40 * y)) < 15 for m, y in zip(means, val_labels, strict=True))
 
 
+def test_describe_before_setup_reports_the_data_and_changes_nothing(tree: Path, tmp_path: Path) -> None:
+    # the main process of a spawned DDP run only prepares data, describes it, and pickles the module to the ranks
+    dm = datamodule(tree, tmp_path, mean="channel")
+    dm.prepare_data()
+    described = dm.describe()
+    assert described["train_images"] == 15 and described["val_split"] == "val/ (6 images), centre crop"
+    assert [c for c, _ in described["classes"]] == WNIDS[:3] and dm.samples == {} and dm.normalize is None
+    dm.setup()
+    assert dm.normalize is not None and len(dm.samples["train"]) == 15
+
+
 def test_mean_image_is_the_training_average_and_per_channel_its_average(tree: Path, tmp_path: Path) -> None:
     dm = datamodule(tree, tmp_path, mean="pixel")
     dm.prepare_data()
@@ -137,6 +148,24 @@ def test_a_mid_epoch_resume_serves_the_rest_of_the_epoch_with_the_same_draws(tre
     for (x, y, d, *_), (x2, y2, d2, *_) in zip(whole[2:], rest, strict=True):
         assert torch.equal(x, x2) and torch.equal(y, y2) and torch.equal(d, d2)
     assert len(epoch_batches(resumed, epoch=1)) == 5  # the skip applies to one pass only
+
+
+def test_epoch_sampler_splits_each_global_batch_over_ranks_like_one_process() -> None:
+    from alexnet_lab.data.loader import EpochSampler
+
+    single = EpochSampler(50, 8, seed=3, shuffle=True, drop_last=True)
+    single.set_epoch(2)
+    ranks = [EpochSampler(50, 4, seed=3, shuffle=True, drop_last=True, rank=r, world_size=2) for r in (0, 1)]
+    for sampler in ranks:
+        sampler.set_epoch(2)
+    whole, parts = list(single), [list(s) for s in ranks]
+    assert len(whole) == 48 and [len(p) for p in parts] == [24, 24] == [len(s) for s in ranks]
+    for b in range(6):  # global batch b: rank 0 takes its first half, rank 1 the second
+        assert whole[8 * b : 8 * b + 4] == parts[0][4 * b : 4 * b + 4]
+        assert whole[8 * b + 4 : 8 * b + 8] == parts[1][4 * b : 4 * b + 4]
+    assert all(epoch == 2 for _, epoch in whole) and len({i for i, _ in whole}) == 48
+    single.set_epoch(3)
+    assert [i for i, _ in single] != [i for i, _ in whole]  # a new permutation every epoch
 
 
 # ------------------------------------------------------------------------- official archives

@@ -296,7 +296,9 @@ class CIFAR10DataModule(L.LightningDataModule):
         }
 
     def describe(self) -> dict[str, Any]:
-        """What metrics.json records about the data: splits and classes."""
+        """What metrics.json records about the data: splits and classes (also where only prepare_data ran)."""
+        if not self.classes:
+            self.classes = list(self._load_cache()["classes"])
         val = f"{self.val_size} images held out of train" if self.val_size else "test split (data.val_size=0)"
         return {"val_split": val, "test_split": "test split", "classes": [[c, c] for c in self.classes]}
 

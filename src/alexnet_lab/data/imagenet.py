@@ -639,11 +639,14 @@ class ImageNetDataModule(L.LightningDataModule):
         return center_crop(x, self.crop_size) if protocol == "center" else ten_crop(x, self.crop_size)
 
     def describe(self) -> dict[str, Any]:
-        """What metrics.json records about the data: splits, protocols, classes, skipped images."""
+        """What metrics.json records about the data: splits, protocols, classes, skipped images (also in the main
+        process of a spawned DDP run, where only prepare_data ran)."""
+        samples = self.samples or self._image_samples()
+        names = self.class_names or class_names(self.path)
         return {
-            "val_split": f"{self.split_dirs['val']}/ ({len(self.samples.get('val', []))} images), {PROTOCOLS[self.protocols['val']]}",
+            "val_split": f"{self.split_dirs['val']}/ ({len(samples['val'])} images), {PROTOCOLS[self.protocols['val']]}",
             "test_split": f"{self.split_dirs['val']}/ again, {PROTOCOLS[self.protocols['test']]}",
-            "train_images": len(self.samples.get("train", [])),
-            "classes": [[c, self.class_names.get(c, c)] for c in self.classes],
+            "train_images": len(samples["train"]),
+            "classes": [[c, names.get(c, c)] for c in self.classes],
             "skipped_images": sorted(self.skipped),
         }
