@@ -28,6 +28,7 @@ import lightning as L
 import numpy as np
 import torch
 from PIL import Image
+from throughput import StepTimer, _sync  # the same timing as throughput.py (this folder is on sys.path)
 
 from alexnet_lab.data import ImageNetDataModule
 from alexnet_lab.models import AlexNet
@@ -59,11 +60,6 @@ def make_tree(root: Path, images: int, classes: int) -> None:
             jobs.append((folder / f"{split}_{i:07d}.JPEG", i + (0 if split == "train" else 10**7)))
     with multiprocessing.get_context("fork").Pool() as pool:
         pool.map(_photo, jobs, chunksize=64)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def datamodule(args: argparse.Namespace, batch_size: int, decode: str) -> ImageNetDataModule:
@@ -117,22 +113,6 @@ def model_only(args: argparse.Namespace, batch_size: int, device: torch.device, 
         opt.step()
     _sync(device)
     return args.steps * batch_size / (time.perf_counter() - start)
-
-
-class StepTimer(L.Callback):
-    """Wall time of the training steps after ``warmup`` (the device is synchronised at both ends)."""
-
-    def __init__(self, warmup: int) -> None:
-        self.warmup, self.start, self.end = warmup, 0.0, 0.0
-
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
-        if trainer.global_step == self.warmup:
-            _sync(pl_module.device)
-            self.start = time.perf_counter()
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        _sync(pl_module.device)
-        self.end = time.perf_counter()
 
 
 def end_to_end(args: argparse.Namespace, dm: ImageNetDataModule, batch_size: int) -> float:

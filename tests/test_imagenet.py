@@ -8,6 +8,7 @@ import io
 import json
 import tarfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ from torchvision.datasets import imagenet as tv_imagenet
 from torchvision.transforms.v2.functional import center_crop as tv_center_crop
 
 from alexnet_lab.data import DataError, ImageNetDataModule
+from alexnet_lab.data.common import global_batch
 from alexnet_lab.data.imagenet import Encoded, ImageFiles, collate
 from alexnet_lab.data.transforms import center_crop, pca_lighting, ten_crop, windows
 from alexnet_lab.module import Classifier
@@ -439,3 +441,10 @@ def test_bad_settings_fail_with_the_key_and_the_fix(tree: Path, tmp_path: Path) 
         with pytest.raises(DataError, match="data.decode=cuda needs a CUDA device"):
             datamodule(tree, tmp_path, decode="cuda").setup()
     assert collate(["a.JPEG"])[3] == ["a.JPEG"]  # a batch of only unreadable images still reports them
+    three_ranks = SimpleNamespace(world_size=3, global_rank=1)
+    assert global_batch(three_ranks, 129, 64, train=True) == (129, 3, 1)
+    with pytest.raises(
+        DataError,
+        match=r"data.eval_batch_size=64 \(the global batch\) does not split over 3 devices; use a multiple of 3",
+    ):
+        global_batch(three_ranks, 129, 64, train=False)

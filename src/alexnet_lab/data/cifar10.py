@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from alexnet_lab.data.common import DataError, atomic_save, source_key
+from alexnet_lab.data.common import DataError, atomic_save, global_batch, source_key
 from alexnet_lab.data.loader import TensorBatches
 from alexnet_lab.data.transforms import Normalize
 
@@ -312,13 +312,7 @@ class CIFAR10DataModule(L.LightningDataModule):
     def _loader(self, split: str, train: bool) -> TensorBatches:
         images, labels = self.splits[split]
         trainer = self.trainer
-        world_size = trainer.world_size if trainer is not None else 1
-        batch_size = self.batch_size if train else self.eval_batch_size
-        if batch_size % world_size:
-            key = "data.batch_size" if train else "data.eval_batch_size"
-            raise DataError(
-                f"{key}={batch_size} (the global batch) does not split over {world_size} devices; use a multiple of {world_size}"
-            )
+        batch_size, world_size, rank = global_batch(trainer, self.batch_size, self.eval_batch_size, train)
         return TensorBatches(
             images,
             labels,
@@ -331,7 +325,7 @@ class CIFAR10DataModule(L.LightningDataModule):
             seed=self.seed,
             epoch_fn=self._epoch,
             trained_fn=self._batches_trained,
-            rank=trainer.global_rank if trainer is not None else 0,
+            rank=rank,
             world_size=world_size,
         )
 

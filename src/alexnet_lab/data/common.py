@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -22,3 +23,16 @@ def source_key(*parts: object) -> str:
 def atomic_save(obj: object, target: Path) -> None:
     """torch.save that readers see whole or not at all."""
     atomic_write(target, lambda f: torch.save(obj, f))
+
+
+def global_batch(trainer: Any, batch_size: int, eval_batch_size: int, train: bool) -> tuple[int, int, int]:
+    """(global batch size, world size, rank) of a loader; the global batch must split evenly over the devices."""
+    world_size = trainer.world_size if trainer is not None else 1
+    rank = trainer.global_rank if trainer is not None else 0
+    size = batch_size if train else eval_batch_size
+    if size % world_size:
+        key = "data.batch_size" if train else "data.eval_batch_size"
+        raise DataError(
+            f"{key}={size} (the global batch) does not split over {world_size} devices; use a multiple of {world_size}"
+        )
+    return size, world_size, rank

@@ -25,7 +25,7 @@ from torchvision.io import ImageReadMode, decode_jpeg, read_file
 from torchvision.transforms import RandomResizedCrop
 from torchvision.transforms.v2.functional import resize, resized_crop
 
-from alexnet_lab.data.common import DataError, atomic_save, source_key
+from alexnet_lab.data.common import DataError, atomic_save, global_batch, source_key
 from alexnet_lab.data.loader import EpochSampler, derived_seed
 from alexnet_lab.data.transforms import Normalize, center_crop, hflip, pca_lighting, ten_crop, windows
 from alexnet_lab.files import atomic_write
@@ -510,14 +510,7 @@ class ImageNetDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, train: bool) -> ResumableLoader:
         trainer = self.trainer
-        world_size = trainer.world_size if trainer is not None else 1
-        rank = trainer.global_rank if trainer is not None else 0
-        batch_size = self.batch_size if train else self.eval_batch_size
-        if batch_size % world_size:
-            key = "data.batch_size" if train else "data.eval_batch_size"
-            raise DataError(
-                f"{key}={batch_size} (the global batch) does not split over {world_size} devices; use a multiple of {world_size}"
-            )
+        batch_size, world_size, rank = global_batch(trainer, self.batch_size, self.eval_batch_size, train)
         samples = self.samples["train" if train else "val"]
         dataset = ImageFiles(
             samples,
