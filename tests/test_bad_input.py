@@ -60,6 +60,7 @@ def composed():
         ("data.batch_size=1.5", "data.batch_size=1.5 is not an integer; give e.g. data.batch_size=128"),
         ("optimizer.lr=fast", "optimizer.lr='fast' is not a number; give e.g. optimizer.lr=0.01"),
         ("data.hflip=maybe", "data.hflip='maybe' is not a boolean; use data.hflip=true or data.hflip=false"),
+        ("channels_last=nhwc", "channels_last='nhwc': use channels_last=true, false or auto"),
     ],
 )
 def test_override_types_are_checked_against_the_defaults(override: str, message: str, composed) -> None:

@@ -142,6 +142,8 @@ def check_override_types(cfg: DictConfig) -> None:
     Hydra accepts any string for a YAML key; the defaults are composed once more without the value
     overrides and each overridden number or boolean must still be one.
     """
+    if cfg.get("channels_last", False) not in (True, False, "auto"):
+        raise ConfigError(f"channels_last={cfg.channels_last!r}: use channels_last=true, false or auto")
     hc = HydraConfig.get()
     overrides = OverridesParser.create().parse_overrides(list(hc.overrides.task))
     value_keys, base = [], []
