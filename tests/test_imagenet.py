@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import FAST, isolated_env, run_cli, write_jpeg_tree
+from conftest import isolated_env, run_cli, write_jpeg_tree
 from PIL import Image
 from torch import nn
 from torchvision.datasets import imagenet as tv_imagenet

@@ -17,10 +17,22 @@ ARCHIVE = os.environ.get("ALEXNET_CIFAR10")
 CACHE = Path(os.environ.get("ALEXNET_TEST_CACHE", Path.home() / ".cache" / "alexnet-lab")).expanduser()
 
 
+def train_and_read(args: list[str], tmp_path: Path, timeout: int) -> dict:
+    """Run alexnet-train with logs under ``tmp_path`` and return the run's metrics.json."""
+    run_cli(
+        "alexnet-train",
+        *args,
+        env=dict(os.environ, ALEXNET_LOG_DIR=str(tmp_path / "logs")),
+        cwd=tmp_path,
+        timeout=timeout,
+    )
+    (metrics,) = (tmp_path / "logs" / "train" / "runs").glob("*/metrics.json")
+    return json.loads(metrics.read_text())
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not ARCHIVE, reason="set ALEXNET_CIFAR10 to a CIFAR-10 archive or folder")
 def test_one_epoch_of_convnet_cifar_beats_chance_by_far(tmp_path: Path) -> None:
-    env = dict(os.environ, ALEXNET_LOG_DIR=str(tmp_path / "logs"))
     args = [
         "model=convnet_cifar",
         f"data.path={ARCHIVE}",
@@ -30,9 +42,7 @@ def test_one_epoch_of_convnet_cifar_beats_chance_by_far(tmp_path: Path) -> None:
         "seed=0",
         "~callbacks.rich_progress_bar",
     ]
-    run_cli("alexnet-train", *args, env=env, cwd=tmp_path, timeout=900)
-    (metrics,) = (tmp_path / "logs" / "train" / "runs").glob("*/metrics.json")
-    record = json.loads(metrics.read_text())
+    record = train_and_read(args, tmp_path, timeout=900)
     assert record["status"] == "finished" and record["epochs"] == 1
     assert record["steps"] == 45_000 // 128  # 50,000 train images less 5,000 held out, full batches only
     # chance is 90 %; one epoch measured 53.6 % on the 2-core CI machine (seed 0), so 65 % leaves room
@@ -70,7 +80,6 @@ def cifar_jpeg_tree(per_class: dict[str, int]) -> Path:
 @pytest.mark.skipif(not ARCHIVE, reason="set ALEXNET_CIFAR10 to a CIFAR-10 archive or folder")
 def test_imagenet_datamodule_runs_end_to_end_on_a_real_jpeg_tree(tmp_path: Path) -> None:
     tree = cifar_jpeg_tree({"train": 100, "test": 20})
-    env = dict(os.environ, ALEXNET_LOG_DIR=str(tmp_path / "logs"))
     args = [
         "experiment=imagenet_torchvision",
         "model=convnet_cifar",  # 32x32 crops: a few steps take seconds on a CPU
@@ -92,9 +101,7 @@ def test_imagenet_datamodule_runs_end_to_end_on_a_real_jpeg_tree(tmp_path: Path)
         "seed=0",
         "~callbacks.rich_progress_bar",
     ]
-    run_cli("alexnet-train", *args, env=env, cwd=tmp_path, timeout=600)
-    (metrics,) = (tmp_path / "logs" / "train" / "runs").glob("*/metrics.json")
-    record = json.loads(metrics.read_text())
+    record = train_and_read(args, tmp_path, timeout=600)
     assert record["status"] == "finished" and record["steps"] == 640 // 32
     data = record["data"]
     assert [c for c, _ in data["classes"]] == [

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from alexnet_lab.data.common import DataError, atomic_save, global_batch, source_key
+from alexnet_lab.data.common import DataError, atomic_save, fit_progress, global_batch, source_key
 from alexnet_lab.data.loader import TensorBatches
 from alexnet_lab.data.transforms import Normalize
 
@@ -302,13 +302,6 @@ class CIFAR10DataModule(L.LightningDataModule):
         val = f"{self.val_size} images held out of train" if self.val_size else "test split (data.val_size=0)"
         return {"val_split": val, "test_split": "test split", "classes": [[c, c] for c in self.classes]}
 
-    def _epoch(self) -> int:
-        return self.trainer.current_epoch if self.trainer is not None else 0
-
-    def _batches_trained(self) -> int:
-        """Training batches finished in the current epoch (what a mid-epoch checkpoint must skip on resume)."""
-        return self.trainer.fit_loop.epoch_loop.batch_progress.current.completed if self.trainer is not None else 0
-
     def _loader(self, split: str, train: bool) -> TensorBatches:
         images, labels = self.splits[split]
         trainer = self.trainer
@@ -323,8 +316,8 @@ class CIFAR10DataModule(L.LightningDataModule):
             crop_padding=self.crop_padding if train else 0,
             hflip=self.hflip and train,
             seed=self.seed,
-            epoch_fn=self._epoch,
-            trained_fn=self._batches_trained,
+            epoch_fn=lambda: fit_progress(self.trainer)[0],
+            trained_fn=lambda: fit_progress(self.trainer)[1],
             rank=rank,
             world_size=world_size,
         )

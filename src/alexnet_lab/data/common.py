@@ -36,3 +36,10 @@ def global_batch(trainer: Any, batch_size: int, eval_batch_size: int, train: boo
             f"{key}={size} (the global batch) does not split over {world_size} devices; use a multiple of {world_size}"
         )
     return size, world_size, rank
+
+
+def fit_progress(trainer: Any) -> tuple[int, int]:
+    """(epoch, training batches finished in it): what a mid-epoch checkpoint must skip on resume."""
+    if trainer is None:
+        return 0, 0
+    return trainer.current_epoch, trainer.fit_loop.epoch_loop.batch_progress.current.completed

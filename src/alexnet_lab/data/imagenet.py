@@ -25,7 +25,7 @@ from torchvision.io import ImageReadMode, decode_jpeg, read_file
 from torchvision.transforms import RandomResizedCrop
 from torchvision.transforms.v2.functional import resize, resized_crop
 
-from alexnet_lab.data.common import DataError, atomic_save, global_batch, source_key
+from alexnet_lab.data.common import DataError, atomic_save, fit_progress, global_batch, source_key
 from alexnet_lab.data.loader import EpochSampler, derived_seed
 from alexnet_lab.data.transforms import Normalize, center_crop, hflip, pca_lighting, ten_crop, windows
 from alexnet_lab.files import atomic_write
@@ -535,13 +535,8 @@ class ImageNetDataModule(L.LightningDataModule):
             pin_memory=self.pin_memory and torch.cuda.is_available(),
             persistent_workers=workers > 0,
             prefetch_factor=self.prefetch_factor if workers > 0 else None,
-            progress=self._progress,
+            progress=lambda: fit_progress(self.trainer),
         )
-
-    def _progress(self) -> tuple[int, int]:
-        if self.trainer is None:
-            return 0, 0
-        return self.trainer.current_epoch, self.trainer.fit_loop.epoch_loop.batch_progress.current.completed
 
     def train_dataloader(self) -> ResumableLoader:
         return self._loader("train", train=True)
