@@ -79,7 +79,7 @@ def loader_only(dm: ImageNetDataModule, device: torch.device, warmup: int, steps
     while step < warmup + steps:
         loader.sampler.set_epoch(epoch)
         for batch in loader:
-            images, labels, draws, _, _ = dm.transfer_batch_to_device(batch, device, 0)
+            images, _labels, draws, _, _ = dm.transfer_batch_to_device(batch, device, 0)
             x = dm.train_views(images, draws)
             step += 1
             if step == warmup:

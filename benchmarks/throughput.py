@@ -24,10 +24,10 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import RichProgressBar
 
 from alexnet_lab.data import Normalize, TensorBatches
-from alexnet_lab.models import AlexNet, AlexNetCIFAR, ConvNetCIFAR
+from alexnet_lab.models import AlexNet, AlexNetCIFAR, CudaConvnet18pct
 from alexnet_lab.module import Classifier
 
-NETWORKS = {"alexnet": (AlexNet, 224), "alexnet_cifar": (AlexNetCIFAR, 32), "convnet_cifar": (ConvNetCIFAR, 32)}
+NETWORKS = {"alexnet": (AlexNet, 224), "alexnet_cifar": (AlexNetCIFAR, 32), "cudaconvnet_18pct": (CudaConvnet18pct, 32)}
 
 
 class StepTimer(L.Callback):

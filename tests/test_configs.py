@@ -40,7 +40,13 @@ def test_every_model_instantiates_with_its_config(compose_train) -> None:
     expected = {
         "alexnet": 56_909_194,
         "alexnet_cifar": 9_638_474,
-        "convnet_cifar": 89_578,
+        "cudaconvnet_18pct": 89_578,
+        "cudaconvnet_19pct": 89_578,
+        "cudaconvnet_11pct": 2_112_970,
+        "cudaconvnet_13pct": 1_116_490,
+        "alexnet_cifar_2gpu": 8_421_962,
+        "alexnet_cifar_1gpu": 7_369_130,
+        "alexnet_1gpu": 55_742_282,
         "alexnet_torchvision": 57_044_810,
     }
     for name, params in expected.items():

@@ -146,7 +146,7 @@ def test_empty_class_folder(tmp_path: Path) -> None:
 
 def test_undecodable_and_wrong_size_images(tmp_path: Path) -> None:
     tree = write_tree(tmp_path / "tree", n_train=40, n_test=20)
-    victim = sorted((tree / "train" / "dog").iterdir())[0]
+    victim = min((tree / "train" / "dog").iterdir())
     victim.write_bytes(b"not an image")
     with pytest.raises(DataError, match=f"cannot decode image .*{victim.name}"):
         datamodule(tree, tmp_path / "c", val_size=5)
@@ -166,3 +166,31 @@ def test_meta_without_label_names_is_corrupt(batches_dir: Path, tmp_path: Path) 
     (batches_dir / "cifar-10-batches-py" / "batches.meta").write_bytes(pickle.dumps({b"other": 1}))
     with pytest.raises(DataError, match="data has 0 classes"):
         datamodule(batches_dir, tmp_path / "c")
+
+
+def test_cuda_convnet_units_subtract_the_training_mean_image(batches_dir: Path, tmp_path: Path) -> None:
+    """data.mean=pixel with std 1/255: raw 0-255 pixels less the per-pixel mean of the training split (not val)."""
+    dm = datamodule(batches_dir, tmp_path / "c", mean="pixel", std=1 / 255, crop_padding=0, hflip=False)
+    train = dm.splits["train"][0].double()
+    x, _ = next(iter(dm.val_dataloader()))
+    want = dm.splits["val"][0][: len(x)].double() - train.mean(dim=0)
+    torch.testing.assert_close(x.double(), want, atol=2e-3, rtol=0)
+    assert x.abs().max() > 50  # 0-255 units, not unit variance
+    per_channel = datamodule(batches_dir, tmp_path / "c", mean="channel", std=1 / 255).normalize.mean
+    torch.testing.assert_close(per_channel.flatten().double(), train.mean(dim=(0, 2, 3)) / 255, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"mean": "image"}, "data.mean='image': use pixel, channel, three values or null"),
+        ({"mean": "pixel", "std": None}, "data.mean and data.std go together"),
+        ({"crop_size": 40}, "data.crop_size=40 must be in [1, 32]"),
+        ({"train_crop": "corner"}, "data.train_crop='corner': use random or center"),
+        ({"test_protocol": "five"}, "data.test_protocol='five': use one of center, ten_crop"),
+    ],
+)
+def test_bad_normalisation_and_crop_settings_are_named(tmp_path: Path, kwargs: dict, message: str) -> None:
+    with pytest.raises(DataError) as err:
+        CIFAR10DataModule(path=str(tmp_path), cache_dir=str(tmp_path / "c"), **kwargs)
+    assert str(err.value).startswith(message)

@@ -29,9 +29,10 @@ from alexnet_lab.module import Classifier
 WNIDS = ["n01440764", "n01443537", "n01484850", "n01491361", "n01494475", "n01496331"]
 EIGVAL = [0.2175, 0.0188, 0.0045]
 EIGVEC = [[-0.5675, 0.7192, 0.4009], [-0.5808, -0.0045, -0.8140], [-0.5836, -0.6948, 0.4203]]
-SMALL = dict(
-    resize=40, image_size=40, crop_size=32, num_workers=0, mean_images=50, pca_eigval=EIGVAL, pca_eigvec=EIGVEC
-)
+SMALL = {
+    "resize": 40, "image_size": 40, "crop_size": 32, "num_workers": 0, "mean_images": 50, "pca_eigval": EIGVAL, "pca_eigvec": EIGVEC,
+    "minival_per_class": 0,
+}  # fmt: skip
 
 
 def datamodule(root: Path, tmp_path: Path, **kwargs) -> ImageNetDataModule:
@@ -89,7 +90,8 @@ def test_describe_before_setup_reports_the_data_and_changes_nothing(tree: Path, 
     dm = datamodule(tree, tmp_path, mean="channel")
     dm.prepare_data()
     described = dm.describe()
-    assert described["train_images"] == 15 and described["val_split"] == "val/ (6 images), centre crop"
+    assert described["train_images"] == 15
+    assert described["val_split"] == "the val split val/ (6 images), centre crop"
     assert [c for c, _ in described["classes"]] == WNIDS[:3] and dm.samples == {} and dm.normalize is None
     dm.setup()
     assert dm.normalize is not None and len(dm.samples["train"]) == 15
@@ -111,6 +113,25 @@ def test_mean_image_is_the_training_average_and_per_channel_its_average(tree: Pa
 
 
 # --------------------------------------------------------------------------------------- subsets
+
+
+def test_minival_is_held_out_of_train_and_apart_from_val(tmp_path: Path) -> None:
+    """Selection without peeking: the minival (the last n training images of each class) validates, is never
+    trained on, and shares nothing with the val split, which only the test stage evaluates."""
+    root = write_jpeg_tree(tmp_path / "six", WNIDS[:3], train=6, val=2)
+    dm = datamodule(root, tmp_path, minival_per_class=2, max_per_class=3, prepare=False, mean=[0.5] * 3)
+    dm.setup()
+    train, minival = ({Path(p).name for p, _ in dm.samples[s]} for s in ("train", "minival"))
+    assert minival == {f"{w}_{i}.JPEG" for w in WNIDS[:3] for i in (4, 5)}  # the last two of each class
+    assert train == {f"{w}_{i}.JPEG" for w in WNIDS[:3] for i in (0, 1, 2)}  # max_per_class from the rest
+    paths = {s: {p for p, _ in dm.samples[s]} for s in ("train", "minival", "val")}
+    assert not paths["train"] & paths["minival"] and not (paths["train"] | paths["minival"]) & paths["val"]
+    assert all("/train/" in p for p, _ in dm.samples["minival"]) and all("/val/" in p for p, _ in dm.samples["val"])
+    assert len(dm.val_dataloader().dataset.samples) == 6 and len(dm.test_dataloader().dataset.samples) == 6
+    assert dm.val_dataloader().dataset.samples == dm.samples["minival"]
+    assert dm.test_dataloader().dataset.samples == dm.samples["val"]
+    with pytest.raises(DataError, match="holds 6 images, not more than the 6 held out for the minival"):
+        datamodule(root, tmp_path, minival_per_class=6, prepare=False, mean=[0.5] * 3).setup()
 
 
 def test_class_and_size_subsets_pick_exactly_the_requested_classes_and_counts(tmp_path: Path) -> None:
@@ -326,7 +347,7 @@ def test_ten_crop_evaluation_averages_the_ten_views_softmax(tree: Path, tmp_path
     )
     torch.testing.assert_close(module.view_averaged_log_probs(batch).exp(), by_hand)
     target = torch.tensor([1, 4, 0])
-    loss = module._step("test", (batch, target))
+    loss, _ = module._step("test", (batch, target))
     torch.testing.assert_close(loss, F.nll_loss(by_hand.log(), target))
     top1 = module.metrics["test_"].compute()["top1_err"]
     assert top1 == pytest.approx(100 * (by_hand.argmax(-1) != target).float().mean().item())
@@ -393,7 +414,7 @@ def test_unreadable_image_is_named_or_skipped_and_counted(tree: Path, tmp_path: 
 
 CLI = [
     "experiment=imagenet_torchvision",
-    "model=convnet_cifar",  # a small network for 32x32 crops keeps the run to seconds
+    "model=cudaconvnet_18pct",  # a small network for 32x32 crops keeps the run to seconds
     "trainer=cpu",
     "data.classes=3",
     "data.resize=40",
@@ -402,6 +423,7 @@ CLI = [
     "data.batch_size=5",
     "data.eval_batch_size=3",
     "data.mean_images=20",
+    "data.minival_per_class=1",
     "trainer.max_epochs=1",
     "trainer.enable_model_summary=false",
     "~callbacks.rich_progress_bar",
@@ -414,9 +436,12 @@ def test_cli_trains_and_tests_with_ten_crops_and_says_so(tree: Path, tmp_path: P
             env=isolated_env(tmp_path), cwd=tmp_path)  # fmt: skip
     (metrics,) = (tmp_path / "logs" / "train" / "runs").glob("*/metrics.json")
     record = json.loads(metrics.read_text())
-    assert record["status"] == "finished" and record["steps"] == 3  # 15 images, batches of 5
-    assert record["data"]["test_split"].startswith("val/ again, 10-crop")
-    assert record["data"]["val_split"] == "val/ (6 images), centre crop"
+    assert record["status"] == "finished" and record["steps"] == 2  # 15 images less a minival of 3, batches of 5
+    assert record["data"]["val_split"] == (
+        "minival: the last 1 images of each class of train/ (3 images, not trained on), centre crop"
+    )
+    assert record["data"]["test_split"].startswith("the val split val/ (6 images), 10-crop")
+    assert record["data"]["test_split"].endswith("evaluated once at the end")
     assert [c for c, _ in record["data"]["classes"]] == WNIDS[:3]
     assert 0.0 <= record["final"]["test/top1_err"] <= 100.0 and record["final"]["test/loss"] > 0
 

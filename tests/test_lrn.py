@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from alexnet_lab.models import LRN
+from alexnet_lab.models import LRN, LocallyConnected2d, SpatialResponseNorm
 
 
 def paper_lrn(a: torch.Tensor, n: int, alpha: float, beta: float, k: float) -> torch.Tensor:
@@ -35,3 +35,57 @@ def test_torch_local_response_norm_would_divide_alpha_by_n() -> None:
     paper = paper_lrn(a, 5, 1e-4, 0.75, 2.0)
     assert not torch.allclose(naive, paper, rtol=1e-6)  # the trap the issue warns about
     torch.testing.assert_close(naive, paper_lrn(a, 5, 1e-4 / 5, 0.75, 2.0), rtol=1e-10, atol=1e-12)
+
+
+def spatial_by_loop(a: torch.Tensor, size: int, alpha: float, beta: float, k: float) -> torch.Tensor:
+    """cuda-convnet's rnorm pixel by pixel: the size x size window centred on each pixel, cut at the border."""
+    out = torch.empty_like(a)
+    _, _, h, w = a.shape
+    r = size // 2
+    for y in range(h):
+        for x in range(w):
+            window = a[:, :, max(0, y - r) : y + r + 1, max(0, x - r) : x + r + 1]
+            out[:, :, y, x] = a[:, :, y, x] / (k + alpha * (window**2).sum(dim=(2, 3))) ** beta
+    return out
+
+
+@pytest.mark.parametrize("size", [3, 5])
+def test_spatial_response_norm_against_a_loop(size: int) -> None:
+    torch.manual_seed(0)
+    a = torch.randn(2, 4, 7, 6, dtype=torch.float64) * 30
+    layer = SpatialResponseNorm(size, alpha=5e-5 / size**2 * 10, beta=0.75, k=1.0)
+    torch.testing.assert_close(layer(a), spatial_by_loop(a, size, layer.alpha, 0.75, 1.0), rtol=1e-10, atol=1e-12)
+    assert layer.divisor(a).min() >= 1.0 and layer.floor == 1.0
+
+
+def test_lrn_groups_is_two_lrns_side_by_side() -> None:
+    torch.manual_seed(0)
+    a = torch.randn(2, 12, 3, 3, dtype=torch.float64) * 20
+    got = LRN(5, 1e-3, 0.75, 2.0, groups=2)(a)
+    want = torch.cat([paper_lrn(a[:, :6], 5, 1e-3, 0.75, 2.0), paper_lrn(a[:, 6:], 5, 1e-3, 0.75, 2.0)], dim=1)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("layer", [LRN, SpatialResponseNorm])
+def test_even_window_sizes_are_refused(layer: type) -> None:
+    with pytest.raises(ValueError, match="must be odd"):
+        layer(4)
+
+
+def test_locally_connected_layer_against_a_loop() -> None:
+    torch.manual_seed(0)
+    layer = LocallyConnected2d(3, 4, in_size=5, kernel_size=3, padding=1).double()
+    torch.nn.init.normal_(layer.bias)
+    x = torch.randn(2, 3, 5, 5, dtype=torch.float64)
+    padded = torch.nn.functional.pad(x, (1, 1, 1, 1))
+    want = torch.empty(2, 4, 5, 5, dtype=torch.float64)
+    for y in range(5):
+        for x_ in range(5):
+            patch = padded[:, :, y : y + 3, x_ : x_ + 3].reshape(2, -1)  # (c, i, j) order
+            weight = layer.weight[y * 5 + x_]  # this position's own (4, 27) filters
+            want[:, :, y, x_] = patch @ weight.T + layer.bias[:, y, x_]
+    torch.testing.assert_close(layer(x), want, rtol=1e-10, atol=1e-12)
+    # unshared: the same patch at two positions gives different outputs
+    same = torch.ones(1, 3, 5, 5, dtype=torch.float64)
+    out = layer(same)
+    assert not torch.allclose(out[0, :, 2, 2], out[0, :, 2, 3])

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from alexnet_lab.models import LRN, AlexNet, AlexNetCIFAR, ConvNetCIFAR
+from alexnet_lab.models import LRN, AlexNet, AlexNetCIFAR, CudaConvnet18pct, CudaConvnetLocal
 
 
 def n_params(net: nn.Module) -> int:
@@ -57,7 +57,7 @@ def test_alexnet_places_lrn_after_relu_of_conv1_and_conv2() -> None:
     ],
 )
 def test_switches_change_the_layers(kwargs: dict, present: list, absent: list) -> None:
-    for cls in (AlexNet, AlexNetCIFAR, ConvNetCIFAR):
+    for cls in (AlexNet, AlexNetCIFAR):
         net = cls(**kwargs)
         types = {type(m) for m in net.modules()}
         assert all(p in types for p in present), (cls, kwargs)
@@ -68,7 +68,7 @@ def test_switches_change_the_layers(kwargs: dict, present: list, absent: list) -
 
 
 def test_dropout_switch() -> None:
-    for cls, default in ((AlexNet, 0.5), (AlexNetCIFAR, 0.5), (ConvNetCIFAR, 0.0)):
+    for cls, default in ((AlexNet, 0.5), (AlexNetCIFAR, 0.5)):
         assert {m.p for m in cls().modules() if isinstance(m, nn.Dropout)} == {default}
         assert {m.p for m in cls(dropout=0.3).modules() if isinstance(m, nn.Dropout)} == {0.3}
 
@@ -78,9 +78,6 @@ def test_cifar_networks_take_32x32(pool: str) -> None:
     x = torch.randn(3, 3, 32, 32)
     tut = AlexNetCIFAR(pool=pool).eval()
     assert tut(x).shape == (3, 10)
-    convnet = ConvNetCIFAR(pool=pool).eval()
-    assert convnet.features(x).shape == (3, 64, 4, 4)  # rounds up like cuda-convnet: 32 -> 16 -> 8 -> 4
-    assert convnet(x).shape == (3, 10)
 
 
 def test_alexnet_cifar_is_the_tutorial_network_layer_for_layer() -> None:
@@ -118,6 +115,109 @@ def test_bad_switch_values_are_refused() -> None:
     with pytest.raises(ValueError, match="unknown norm"):
         AlexNet(norm="layernorm")
     with pytest.raises(ValueError, match="unknown pool"):
-        ConvNetCIFAR(pool="big")
+        AlexNetCIFAR(pool="big")
+    with pytest.raises(ValueError, match="unknown norm 'lrn' for the 18pct net"):
+        CudaConvnet18pct(norm="lrn")
+    with pytest.raises(ValueError, match="wc gives no weight decay for"):
+        CudaConvnet18pct(wc={"conv1": 0.004})
     with pytest.raises(ValueError, match="unknown activation"):
         AlexNetCIFAR(activation="gelu")
+
+
+def test_cuda_convnet_18pct_is_its_config_layer_for_layer() -> None:
+    net = CudaConvnet18pct()
+    kinds = [(name, type(m).__name__) for name, m in net.features.named_children()]
+    assert kinds == [
+        ("conv1", "Conv2d"), ("pool1", "MaxPool2d"), ("act1", "ReLU"), ("rnorm1", "SpatialResponseNorm"),
+        ("conv2", "Conv2d"), ("act2", "ReLU"), ("pool2", "AvgPool2d"), ("rnorm2", "SpatialResponseNorm"),
+        ("conv3", "Conv2d"), ("act3", "ReLU"), ("pool3", "AvgPool2d"),
+    ]  # fmt: skip
+    x = torch.randn(2, 3, 32, 32)
+    assert net.features[:2](x).shape == (2, 32, 16, 16)  # pools round up as cuda-convnet's do: 32 -> 16 -> 8 -> 4
+    assert net.features(x).shape == (2, 64, 4, 4) and net(x).shape == (2, 10)
+    # conv 3*32*25+32, 32*32*25+32, 32*64*25+64; fc10 64*4*4*10+10
+    assert n_params(net) == 2432 + 25632 + 51264 + 10250 == 89_578
+    rnorm = net.features.rnorm1
+    assert (rnorm.size, rnorm.alpha, rnorm.beta, rnorm.k) == (3, pytest.approx(5e-5 / 9), 0.75, 1.0)  # scale / size^2
+    assert not any(
+        isinstance(m, nn.Module) and "Norm" in type(m).__name__ for m in CudaConvnet18pct(norm="none").modules()
+    )
+
+
+def test_cuda_convnet_initialisation_and_per_layer_groups() -> None:
+    torch.manual_seed(0)
+    net = CudaConvnet18pct()
+    assert net.features.conv1.weight.std().item() == pytest.approx(1e-4, rel=0.1)  # initW 1e-4
+    assert net.features.conv3.weight.std().item() == pytest.approx(0.01, rel=0.05)
+    assert all(m.bias.abs().max() == 0 for m in (net.features.conv1, net.features.conv2, net.classifier.fc10))
+    groups = {g.name: (g.lr_scale, g.weight_decay, sum(p.numel() for p in g.params)) for g in net.param_groups()}
+    assert groups["fc10.weight"] == (1.0, 1.0, 10_240) and groups["conv2.weight"] == (1.0, 0.004, 25_600)
+    assert groups["conv1.bias"] == (2.0, 0.0, 32)  # epsB = 2 epsW, biases without decay
+    assert sum(v[2] for v in groups.values()) == 89_578
+
+
+def test_conv_local_nets_by_hand_count() -> None:
+    eleven, thirteen = CudaConvnetLocal(), CudaConvnetLocal(norm="none", local3_filters=32)
+    x = torch.randn(2, 3, 24, 24)
+    assert eleven.features[:3](x).shape == (2, 64, 12, 12) and eleven.features(x).shape == (2, 32, 6, 6)
+    # conv1 3*64*25+64, conv2 64*64*25+64; local3 36 positions x (64*9 -> 64) + 64*36 biases; local4 36 x (64*9 -> 32)
+    # + 32*36; fc10 32*36*10+10
+    local3, local4 = 36 * 64 * 576 + 64 * 36, 36 * 32 * 576 + 32 * 36
+    assert n_params(eleven) == 4864 + 102_464 + local3 + local4 + 11_530 == 2_112_970
+    assert n_params(thirteen) == 4864 + 102_464 + (36 * 32 * 576 + 32 * 36) + (36 * 32 * 288 + 32 * 36) + 11_530
+    cmrnorm = eleven.features.rnorm1
+    assert (cmrnorm.size, cmrnorm.alpha, cmrnorm.k) == (9, pytest.approx(1e-3 / 9), 1.0)  # scale / size, k = 1
+
+
+def test_one_gpu_comparison_net_by_hand_count() -> None:
+    # conv1 11*11*3*48+48, conv2 5*5*48*128+128, conv3 3*3*128*192+192, conv4 3*3*192*192+192, conv5 3*3*192*256+256,
+    # fc6 256*36*4096+4096, fc7 4096*4096+4096, fc8 4096*1000+1000: half the kernels but conv5's
+    convs = 17_472 + 153_728 + 221_376 + 331_968 + 442_624
+    fcs = 37_752_832 + 16_781_312 + 4_097_000
+    assert n_params(AlexNet(num_classes=1000, groups=1, widths=[48, 128, 192, 192, 256])) == convs + fcs == 59_798_312
+
+
+def test_lrn_stays_within_its_tower_through_conv2() -> None:
+    """With two towers nothing crosses between them before conv3: change tower A's conv1 maps and tower B's
+    outputs of LRN1, conv2 and LRN2 stay as they were (each GPU normalised only its own maps)."""
+    torch.manual_seed(0)
+    net = AlexNet(num_classes=10, groups=2).eval()
+    conv1_out = torch.relu(torch.randn(2, 96, 55, 55) * 30)  # large enough for LRN to divide
+    upto_lrn2 = net.features[2:7]  # LRN1, pool, conv2, ReLU, LRN2
+    assert [type(m).__name__ for m in upto_lrn2] == ["LRN", "MaxPool2d", "Conv2d", "ReLU", "LRN"]
+    changed = conv1_out.clone()
+    changed[:, :48] *= 3.0  # tower A
+    for depth in (1, 5):  # after LRN1, after LRN2
+        before, after = upto_lrn2[:depth](conv1_out), upto_lrn2[:depth](changed)
+        half = before.shape[1] // 2
+        torch.testing.assert_close(after[:, half:], before[:, half:])  # tower B untouched
+        assert not torch.allclose(after[:, :half], before[:, :half])  # tower A did change
+    # one tower: the same change reaches all of LRN1's maps near the boundary
+    one = LRN(5, 1e-4, 0.75, 2.0)
+    assert not torch.allclose(one(changed)[:, 48:50], one(conv1_out)[:, 48:50])
+
+
+def test_per_layer_settings_reach_the_optimizer_as_cuda_convnet_updates() -> None:
+    """One SGD step from a zero velocity is w -= epsW * (mean gradient + wc * w) for weights, b -= epsB * gradient
+    for biases: cuda-convnet's update with the 18pct config's per-layer values."""
+    from functools import partial
+
+    import torch.nn.functional as F
+
+    from alexnet_lab.module import Classifier
+
+    torch.manual_seed(0)
+    net = CudaConvnet18pct()
+    module = Classifier(net, partial(torch.optim.SGD, lr=0.001, momentum=0.9, weight_decay=5e-4))
+    optimizer = module.configure_optimizers()
+    settings = {g["name"]: (g["lr"], g["weight_decay"]) for g in optimizer.param_groups}
+    assert settings["fc10.weight"] == (0.001, 1.0) and settings["conv3.weight"] == (0.001, 0.004)
+    assert settings["conv1.bias"] == (0.002, 0.0)  # the optimizer's own weight_decay (5e-4) is not used
+    x, y = torch.randn(8, 3, 32, 32) * 60, torch.randint(0, 10, (8,))
+    before = {n: p.detach().clone() for n, p in net.named_parameters()}
+    F.cross_entropy(net(x), y).backward()
+    grads = {n: p.grad.clone() for n, p in net.named_parameters()}
+    optimizer.step()
+    fc10, bias = "classifier.fc10.weight", "features.conv1.bias"
+    torch.testing.assert_close(net.state_dict()[fc10], before[fc10] - 0.001 * (grads[fc10] + 1.0 * before[fc10]))
+    torch.testing.assert_close(net.state_dict()[bias], before[bias] - 0.002 * grads[bias])

@@ -103,6 +103,60 @@ def test_sigterm_saves_a_checkpoint_and_resume_matches(lab: dict) -> None:
     assert_same_results(record(lab["tmp"], "preempted"), lab["reference"])
 
 
+def test_last_ckpt_is_the_newest_epoch_even_when_it_is_not_the_best(lab: dict) -> None:
+    """Ranking checkpoints on the highest error makes the first epoch the best one for good: last.ckpt must still
+    follow every epoch, and with val = test (val_size=0) testing it reproduces the final epoch's val error."""
+    run_cli("alexnet-train", *RUN, "name=worst", "callbacks.model_checkpoint.mode=max", "data.val_size=0",
+            "test_ckpt=last", env=lab["env"], cwd=lab["tmp"])  # fmt: skip
+    folder, result = run_dir(lab["tmp"], "worst"), record(lab["tmp"], "worst")
+    last = torch.load(folder / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    (best,) = [p for p in (folder / "checkpoints").glob("epoch*.ckpt")]
+    assert last["epoch"] == 2 and last["global_step"] == result["steps"] == 3 * 20  # the third and final epoch
+    assert best.name.startswith("epoch000-")  # the "best" (worst) checkpoint is kept as before
+    assert result["test_ckpt"].endswith("last.ckpt")
+    assert result["final"]["test/top1_err"] == pytest.approx(result["final"]["val/top1_err"], abs=1e-4)
+
+
+def test_a_sweep_killed_midway_and_started_again_runs_every_job_once(lab: dict) -> None:
+    """The same multirun started again in its sweep dir keeps finished jobs, resumes the interrupted one from its
+    last.ckpt, and runs the rest."""
+    sweep = lab["tmp"] / "sweep"
+    args = ["-m", *(a for a in RUN if not a.startswith("seed=")), "trainer.max_epochs=4", "seed=1,2,3",
+            f"hydra.sweep.dir={sweep}"]  # fmt: skip
+    exe = str(Path(sys.executable).with_name("alexnet-train"))
+    proc = subprocess.Popen(
+        [exe, *args], env=lab["env"], cwd=lab["tmp"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + 300
+    while not (sweep / "1_seed=2" / "checkpoints" / "last.ckpt").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()[-2000:]
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)  # during the second job
+    proc.wait()
+    first = (sweep / "0_seed=1" / "metrics.json").read_text()
+    assert json.loads(first)["status"] == "finished"
+    assert json.loads((sweep / "1_seed=2" / "metrics.json").read_text())["status"] == "running"
+    assert not (sweep / "2_seed=3").exists()
+
+    proc = run_cli("alexnet-train", *args, env=lab["env"], cwd=lab["tmp"])
+    assert "this job finished earlier with the same config: kept as it is" in proc.stdout + proc.stderr
+    records = {p.parent.name: json.loads(p.read_text()) for p in sweep.glob("*/metrics.json")}
+    assert sorted(records) == ["0_seed=1", "1_seed=2", "2_seed=3"]
+    assert all(r["status"] == "finished" and r["epochs"] == 4 for r in records.values())
+    assert (sweep / "0_seed=1" / "metrics.json").read_text() == first  # kept, not run again
+    assert records["1_seed=2"]["resumed_from"] == str(sweep / "1_seed=2" / "checkpoints" / "last.ckpt")
+    assert records["2_seed=3"]["resumed_from"] is None
+    assert (sweep / "report.md").exists()
+    # a third start changes nothing, and one with another config is refused for that job
+    changed = run_cli("alexnet-train", *args, "optimizer.lr=0.002", env=lab["env"], cwd=lab["tmp"])
+    assert "holds a run of another config (finished); start the sweep in a new hydra.sweep.dir" in (
+        changed.stdout + changed.stderr
+    )
+    assert (sweep / "0_seed=1" / "metrics.json").read_text() == first
+    assert "optimizer.lr" not in (sweep / "0_seed=1" / ".hydra" / "overrides.yaml").read_text()  # its own, as it was
+    assert len(list((sweep / "0_seed=1" / ".hydra").glob("rerun_*/overrides.yaml"))) == 2
+
+
 def test_resume_with_another_network_is_refused(lab: dict) -> None:
     ckpt = run_dir(lab["tmp"], "reference") / "checkpoints" / "last.ckpt"
     before = ckpt.read_bytes()
@@ -111,7 +165,7 @@ def test_resume_with_another_network_is_refused(lab: dict) -> None:
     )
     assert proc.returncode == 2
     line = proc.stderr.strip().splitlines()[-1]
-    assert line.startswith(f"error: checkpoint {ckpt} holds ConvNetCIFAR with num_classes=10, which does not fit")
+    assert line.startswith(f"error: checkpoint {ckpt} holds CudaConvnet18pct with num_classes=10, which does not fit")
     assert line.endswith("use the model= and data settings it was trained with")
     assert ckpt.read_bytes() == before
 
@@ -201,8 +255,9 @@ def test_atomic_save_keeps_the_old_file_when_a_write_fails(tmp_path: Path, monke
 
 def test_ddp_on_cpu_inside_a_multirun_agrees_with_one_process(lab: dict) -> None:
     # one sweep, two jobs: one process, and two spawned gloo processes splitting each global batch of 50.
-    # Dropout off: each rank draws its own masks, which one process cannot reproduce.
-    base = [*RUN, "trainer.max_epochs=2", "model.dropout=0.0"]
+    # Dropout off: each rank draws its own masks, which one process cannot reproduce. SGD: Adam divides by the
+    # root of the squared gradients, which magnifies the all-reduce's rounding where gradients are tiny (conv1's).
+    base = [*(a for a in RUN if a != "optimizer=adam"), "trainer.max_epochs=2", "model.dropout=0.0"]
     run_cli("alexnet-train", *base, "-m", "trainer=default,ddp", env=lab["env"], cwd=lab["tmp"], timeout=600)
     (sweep,) = (lab["tmp"] / "logs" / "train" / "multiruns").iterdir()
     one, ddp = (

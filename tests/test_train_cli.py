@@ -26,7 +26,7 @@ def events(run_dir: Path) -> EventAccumulator:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """One 3-epoch run of convnet_cifar on generated official batches, shared by the tests below."""
+    """One 3-epoch run of cudaconvnet_18pct on generated official batches, shared by the tests below."""
     tmp = tmp_path_factory.mktemp("trained")
     write_batches(tmp / "data" / "cifar10", n_train=1000, n_test=200)
     env = isolated_env(tmp)
@@ -45,12 +45,12 @@ def test_metrics_json(trained: dict) -> None:
         "test/loss", "test/top1_err", "test/top5_err",
     }  # fmt: skip
     for key, value in record["final"].items():
-        if key.endswith("_err") or key.endswith("_err_best"):
+        if key.endswith(("_err", "_err_best")):
             assert 0.0 <= value <= 100.0, key
     assert record["final"]["val/top1_err_best"] == pytest.approx(record["best"]["val/top1_err"], abs=1e-4)
     assert record["final"]["val/top1_err_best"] <= record["final"]["val/top1_err"] + 1e-6
     assert record["best"]["ckpt_path"].endswith(".ckpt") and Path(record["best"]["ckpt_path"]).is_file()
-    assert record["config"]["model"]["_target_"] == "alexnet_lab.models.ConvNetCIFAR"
+    assert record["config"]["model"]["_target_"] == "alexnet_lab.models.CudaConvnet18pct"
     assert record["config"]["optimizer"]["_target_"] == "torch.optim.Adam"
     assert record["overrides"] == trained["args"]
     assert record["seconds"] > 0 and record["versions"]["torch"]
@@ -63,7 +63,7 @@ def test_run_dir_keeps_config_overrides_and_checkpoints(trained: dict) -> None:
     overrides = (run_dir / ".hydra" / "overrides.yaml").read_text()
     assert "optimizer=adam" in overrides and "seed=0" in overrides
     config = (run_dir / ".hydra" / "config.yaml").read_text()
-    assert "ConvNetCIFAR" in config and "seed: 0" in config
+    assert "CudaConvnet18pct" in config and "seed: 0" in config
     names = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
     assert "last.ckpt" in names and any(n.startswith("epoch") for n in names)
     csv = (run_dir / "csv" / "metrics.csv").read_text().splitlines()
@@ -75,11 +75,16 @@ def test_loss_decreases_and_tensorboard_has_every_tag(trained: dict) -> None:
     scalars = set(acc.Tags()["scalars"])
     assert scalars >= {
         "train/loss", "train/top1_err", "val/loss", "val/top1_err", "val/top5_err", "val/top1_err_best",
-        "test/loss", "test/top1_err", "test/top5_err", "lr-Adam",
+        "test/loss", "test/top1_err", "test/top5_err", "lr-Adam/conv1.weight", "lr-Adam/conv1.bias",
+        "lrn/rnorm1/divisor_median", "lrn/rnorm1/divisor_p99", "lrn/rnorm2/divisor_p99",
     }  # fmt: skip
     train_loss = [e.value for e in acc.Scalars("train/loss")]
     assert len(train_loss) == 3 and train_loss[-1] < train_loss[0] * 0.8
-    assert [e.value for e in acc.Scalars("lr-Adam")] == pytest.approx([1e-3] * 3)
+    # per-layer groups of the cuda-convnet net: weights at lr, biases at twice it (epsB = 2 epsW)
+    assert [e.value for e in acc.Scalars("lr-Adam/fc10.weight")] == pytest.approx([1e-3] * 3)
+    assert [e.value for e in acc.Scalars("lr-Adam/fc10.bias")] == pytest.approx([2e-3] * 3)
+    divisors = [e.value for e in acc.Scalars("lrn/rnorm1/divisor_p99")]  # one point per epoch, never below k^beta = 1
+    assert len(divisors) == 3 and min(divisors) >= 1.0
     best = [e.value for e in acc.Scalars("val/top1_err_best")]
     assert best == sorted(best, reverse=True) and len(best) == 3  # a running minimum, one point per epoch
     # Figure 3: one conv1 filter grid per epoch, 32 filters of 5x5 in a 16-wide grid
@@ -94,7 +99,7 @@ def test_hparams_tab_lists_real_final_metrics(trained: dict) -> None:
     assert [m.name.tag for m in exp.metric_infos] == ["val/top1_err", "val/top5_err", "test/top1_err", "test/top5_err"]
     start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
     hp = start.hparams
-    assert hp["model.norm"].string_value == "lrn" and hp["seed"].number_value == 0
+    assert hp["model.norm"].string_value == "rnorm" and hp["seed"].number_value == 0
     assert hp["optimizer.lr"].number_value == pytest.approx(1e-3) and hp["data.batch_size"].number_value == 50
     # the values the tab shows are the last points of those scalar tags: the real final metrics
     record = json.loads((trained["run_dir"] / "metrics.json").read_text())

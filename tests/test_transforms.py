@@ -5,13 +5,14 @@ from __future__ import annotations
 import torch
 
 from alexnet_lab.data import Normalize, TensorBatches, random_crop, random_hflip
+from alexnet_lab.data.loader import derived_seed
 from alexnet_lab.data.transforms import crop_offsets
 
 
 def test_random_crop_matches_a_per_image_reference() -> None:
     x = torch.randint(0, 256, (64, 3, 8, 8), dtype=torch.uint8)
     got = random_crop(x, 2, torch.Generator().manual_seed(3))
-    offsets = crop_offsets(64, 2, torch.Generator().manual_seed(3))  # the same draws
+    offsets = crop_offsets(64, 4, torch.Generator().manual_seed(3))  # the same draws (4 = 2 * padding to spare)
     assert offsets.min() == 0 and offsets.max() == 4  # all 2 * padding + 1 offsets occur in 128 draws
     for i in range(64):
         padded = torch.zeros(3, 12, 12, dtype=torch.uint8)
@@ -71,7 +72,7 @@ def test_drop_last_and_rank_shards() -> None:
 
 def test_training_ranks_together_see_the_single_process_batches() -> None:
     images = torch.randint(0, 256, (100, 3, 8, 8), dtype=torch.uint8)
-    kwargs = dict(shuffle=True, drop_last=True, crop_padding=2, hflip=True, seed=4)
+    kwargs = {"shuffle": True, "drop_last": True, "crop_padding": 2, "hflip": True, "views": "random", "seed": 4}
     single = list(TensorBatches(images, torch.arange(100), 20, Normalize(), **kwargs))
     ranks = [
         list(TensorBatches(images, torch.arange(100), 20, Normalize(), rank=r, world_size=2, **kwargs)) for r in (0, 1)
@@ -84,7 +85,15 @@ def test_training_ranks_together_see_the_single_process_batches() -> None:
 
 def test_resume_skips_the_trained_batches() -> None:
     images = torch.randint(0, 256, (60, 3, 8, 8), dtype=torch.uint8)
-    kwargs = dict(shuffle=True, crop_padding=2, hflip=True, drop_last=True, seed=2, epoch_fn=lambda: 3)
+    kwargs = {
+        "shuffle": True,
+        "crop_padding": 2,
+        "hflip": True,
+        "views": "random",
+        "drop_last": True,
+        "seed": 2,
+        "epoch_fn": lambda: 3,
+    }
     whole = list(TensorBatches(images, torch.arange(60), 10, Normalize(), **kwargs))
     resumed = TensorBatches(images, torch.arange(60), 10, Normalize(), trained_fn=lambda: 4, **kwargs)
     resumed.load_state_dict({"epoch": 3, "batches_trained": 4})
@@ -98,7 +107,7 @@ def test_resume_skips_the_trained_batches() -> None:
 
 def test_augmented_batches_are_reproducible_for_a_seed() -> None:
     images = torch.randint(0, 256, (40, 3, 8, 8), dtype=torch.uint8)
-    kwargs = dict(shuffle=True, crop_padding=2, hflip=True)
+    kwargs = {"shuffle": True, "crop_padding": 2, "hflip": True, "views": "random"}
     a = [x for x, _ in TensorBatches(images, torch.arange(40), 8, Normalize(), seed=3, **kwargs)]
     b = [x for x, _ in TensorBatches(images, torch.arange(40), 8, Normalize(), seed=3, **kwargs)]
     c = [x for x, _ in TensorBatches(images, torch.arange(40), 8, Normalize(), seed=4, **kwargs)]
@@ -116,3 +125,30 @@ def test_fast_path_equals_a_dataloader_without_augmentation() -> None:
     for (x1, y1), (x2, y2) in zip(ours, reference, strict=True):
         assert torch.equal(y1, y2)
         torch.testing.assert_close(x1, x2)
+
+
+def test_crops_smaller_than_the_image_and_their_evaluation_views() -> None:
+    """cuda-convnet's 24x24 crops of 32x32 images: random windows in training, the centre or ten views in
+    evaluation, with the mean image's centre subtracted from every crop (as its cropping data provider did)."""
+    images = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8)
+    mean = torch.rand(3, 32, 32)
+    norm = Normalize(mean, 1 / 255)
+    train = TensorBatches(images, torch.arange(16), 16, norm, views="random", crop_size=24, seed=1)
+    ((x, _),) = list(train)
+    gen = torch.Generator().manual_seed(derived_seed(1, 0, 0))
+    offsets = crop_offsets(16, 8, gen)
+    assert offsets.max() > 0
+    centre_mean = mean[:, 4:28, 4:28] * 255
+    for i in range(16):
+        top, left = offsets[i].tolist()
+        window = images[i, :, top : top + 24, left : left + 24].float()
+        torch.testing.assert_close(x[i], window - centre_mean, atol=1e-3, rtol=0)
+    still = TensorBatches(images, torch.arange(16), 16, norm, views="random", crop_size=24, random_crop=False)
+    torch.testing.assert_close(next(iter(still))[0], images[:, :, 4:28, 4:28].float() - centre_mean, atol=1e-3, rtol=0)
+    ten = next(iter(TensorBatches(images, torch.arange(16), 16, norm, views="ten_crop", crop_size=24)))[0]
+    assert ten.shape == (16, 10, 3, 24, 24)
+    torch.testing.assert_close(ten[:, 0], images[:, :, :24, :24].float() - centre_mean, atol=1e-3, rtol=0)
+    # mirrored views less the (unmirrored) mean centre, as cuda-convnet subtracted it after flipping
+    torch.testing.assert_close(ten[:, 9], images[:, :, 4:28, 4:28].flip(-1).float() - centre_mean, atol=1e-3, rtol=0)
+    centre = next(iter(TensorBatches(images, torch.arange(16), 16, norm, views="center", crop_size=24)))[0]
+    torch.testing.assert_close(centre, ten[:, 4])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -94,9 +95,14 @@ def run_dir_for(runs: str, name: str | None, ckpt_path: str | None, run_dir: str
     return f"{runs}/{RUN_ID}" + (f"_{name}" if name else "")
 
 
-def hydra_subdir_for(ckpt_path: str | None) -> str:
-    """Where Hydra saves the composed config: a resumed run keeps its original .hydra/ and adds a subfolder."""
-    return f".hydra/resume_{RUN_ID}" if ckpt_path == "last" else ".hydra"
+def hydra_subdir_for(ckpt_path: str | None, output_dir: str | None = None) -> str:
+    """Where Hydra saves the composed config: a resumed run, or a sweep job started again in a dir that already
+    holds a run, keeps its original .hydra/ as it was and adds a subfolder."""
+    if ckpt_path == "last":
+        return f".hydra/resume_{RUN_ID}"
+    if output_dir and (Path(output_dir) / "metrics.json").exists():
+        return f".hydra/rerun_{RUN_ID}"
+    return ".hydra"
 
 
 def class_count(classes: int | list[str] | None) -> int:
@@ -167,9 +173,9 @@ def check_override_types(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key, throw_on_resolution_failure=False)
         if isinstance(default, bool) and not isinstance(value, bool):
             raise ConfigError(f"{key}={value!r} is not a boolean; use {key}=true or {key}=false")
-        if isinstance(default, int) and not isinstance(default, bool):
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ConfigError(f"{key}={value!r} is not an integer; give e.g. {key}={default}")
+        integer = isinstance(default, int) and not isinstance(default, bool)
+        if integer and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ConfigError(f"{key}={value!r} is not an integer; give e.g. {key}={default}")
         if isinstance(default, float) and (isinstance(value, bool) or not isinstance(value, (int, float))):
             raise ConfigError(f"{key}={value!r} is not a number; give e.g. {key}={default}")
 
@@ -180,7 +186,10 @@ def check_override_types(cfg: DictConfig) -> None:
 def resume_config(cfg: DictConfig, run_dir: Path) -> tuple[DictConfig, Path]:
     """For ``ckpt_path=last``: the resumed run's config (its original overrides, then today's) and newest checkpoint."""
     original = run_dir / ".hydra" / "overrides.yaml"
-    checkpoints = sorted((run_dir / "checkpoints").glob("*.ckpt"), key=lambda p: p.stat().st_mtime)
+    # last.ckpt is the newest epoch (or the SIGTERM save); else the newest file
+    checkpoints = sorted(
+        (run_dir / "checkpoints").glob("*.ckpt"), key=lambda p: (p.name == "last.ckpt", p.stat().st_mtime)
+    )
     if not original.is_file() or not checkpoints:
         what = f"run dir {cfg.run_dir}" if cfg.run_dir else f"a run named {cfg.name!r}" if cfg.name else "any run"
         raise ConfigError(
@@ -198,6 +207,49 @@ def resume_config(cfg: DictConfig, run_dir: Path) -> tuple[DictConfig, Path]:
     if "seed" not in {key(o) for o in today} and (record := run_dir / "metrics.json").is_file():
         resumed.seed = json.loads(record.read_text()).get("seed", resumed.seed)  # the seed drawn at the start
     return resumed, checkpoints[-1]
+
+
+# Keys that say where a run lives or what it shows, not what it computes: a sweep moved to another machine or
+# watched with other callbacks is still the same sweep.
+_NOT_FINGERPRINTED = ("paths", "callbacks", "logger", "ckpt_path", "run_dir", "name")
+
+
+def config_fingerprint(cfg: DictConfig) -> str:
+    """A short hash of what decides a run's result: the composed config less paths, callbacks and loggers."""
+    tree = OmegaConf.to_container(cfg, resolve=True)
+    for key in _NOT_FINGERPRINTED:
+        tree.pop(key, None)
+    for section, key in (("data", "path"), ("data", "cache_dir"), ("trainer", "default_root_dir")):
+        (tree.get(section) or {}).pop(key, None)
+    return hashlib.sha1(json.dumps(tree, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def previous_attempt(cfg: DictConfig, run_dir: Path) -> tuple[dict | None, Path | None]:
+    """What an earlier attempt left in this multirun job's dir (the same sweep started again with its
+    ``hydra.sweep.dir``): ``(record, None)``: it finished with this config, keep it; ``(None, last.ckpt)``: it
+    was interrupted, resume it; ``(None, None)``: nothing there, or it failed: run it from the start.
+
+    A drawn seed is taken over from the earlier attempt; a record of another config is refused.
+    """
+    path = run_dir / "metrics.json"
+    if not path.is_file():
+        return None, None
+    record = json.loads(path.read_text())
+    if cfg.seed is None and isinstance(record.get("seed"), int):
+        cfg.seed = record["seed"]
+    if record.get("fingerprint") != config_fingerprint(cfg):
+        raise ConfigError(
+            f"job dir {run_dir} holds a run of another config ({record.get('status', 'unknown')}); start the sweep "
+            "in a new hydra.sweep.dir, or delete that job dir to run it again"
+        )
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if record.get("status") == "finished":
+        return record, None
+    if record.get("status") in ("running", "interrupted") and last.is_file():
+        return None, last
+    for stale in [run_dir / "checkpoints", *run_dir.glob("events.out.tfevents.*")]:  # a failed attempt's files
+        shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+    return None, None
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -236,7 +288,7 @@ def git_info(path: Path) -> dict[str, Any]:
 
     def git(*args: str) -> str | None:
         try:
-            out = subprocess.run(["git", *args], cwd=path, capture_output=True, text=True, timeout=10)
+            out = subprocess.run(["git", *args], cwd=path, capture_output=True, text=True, timeout=10, check=False)
         except (OSError, subprocess.TimeoutExpired):
             return None
         return out.stdout.strip() if out.returncode == 0 else None

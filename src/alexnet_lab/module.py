@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypedDict
 
 import lightning as L
 import torch
@@ -13,12 +14,24 @@ from torch import nn
 from torchmetrics import MeanMetric, MinMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from alexnet_lab.models import ParamGroup
+
+log = logging.getLogger(__name__)
+
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., Any]
 
 
 class TrainingDiverged(FloatingPointError):
     """The training loss became NaN or infinite."""
+
+
+class TrainStepOutput(TypedDict):
+    """What a training step hands to callbacks (``outputs`` of ``on_train_batch_end``)."""
+
+    loss: torch.Tensor  # the batch's mean cross-entropy, backpropagated by Lightning
+    wrong: torch.Tensor  # top-1 mistakes in the batch, a device scalar (reading it waits for the device)
+    images: int  # images in the batch
 
 
 class StageMetrics(nn.Module):
@@ -93,7 +106,8 @@ class Classifier(L.LightningModule):
             x = x.contiguous(memory_format=torch.channels_last)
         return self.net(x)
 
-    def _step(self, stage: str, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor | None:
+    def _step(self, stage: str, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(loss, logits) of a batch, accumulated into the stage's metrics; None for a batch with no images."""
         x, y = batch
         if y.numel() == 0:  # every image of the batch was unreadable and skipped (data.skip_bad_images)
             return None
@@ -104,7 +118,7 @@ class Classifier(L.LightningModule):
             logits = self(x)
             loss = F.cross_entropy(logits, y)
         self.metrics[f"{stage}_"].update(loss.detach(), logits.detach(), y)
-        return loss
+        return loss, logits.detach()
 
     def view_averaged_log_probs(self, views: torch.Tensor) -> torch.Tensor:
         """log of the mean softmax over each image's views (the loss and top-k then score the average)."""
@@ -112,8 +126,13 @@ class Classifier(L.LightningModule):
         probs = self(views.flatten(0, 1)).float().softmax(dim=-1).view(n, v, -1).mean(dim=1)
         return probs.clamp_min(torch.finfo(probs.dtype).tiny).log()
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
-        return self._step("train", batch)
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> TrainStepOutput | None:
+        step = self._step("train", batch)
+        if step is None:
+            return None
+        loss, logits = step
+        wrong = (logits.argmax(dim=-1) != batch[1]).sum()
+        return TrainStepOutput(loss=loss, wrong=wrong, images=batch[1].numel())
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._step("val", batch)
@@ -166,7 +185,7 @@ class Classifier(L.LightningModule):
         self._log_epoch("test", ("loss", "top1_err", "top5_err"))
 
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(params=self.parameters())
+        optimizer = self._optimizer()
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer=optimizer)
@@ -174,3 +193,25 @@ class Classifier(L.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "monitor": self.hparams.monitor, "interval": "epoch"},
         }
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        """The configured optimizer; a network with per-layer settings (``param_groups()``, as cuda-convnet's nets
+        have) gets one parameter group per layer: ``lr`` times the group's ``lr_scale``, and its own weight decay."""
+        param_groups = getattr(self.net, "param_groups", None)
+        if param_groups is None:
+            return self.optimizer_factory(params=self.parameters())
+        groups: list[ParamGroup] = param_groups()
+        optimizer = self.optimizer_factory(
+            params=[
+                {"params": g.params, "name": g.name}
+                | ({} if g.weight_decay is None else {"weight_decay": g.weight_decay})
+                for g in groups
+            ]
+        )
+        for torch_group, group in zip(optimizer.param_groups, groups, strict=True):
+            torch_group["lr"] *= group.lr_scale
+        log.info(
+            "per-layer optimizer settings from the network: %s",
+            ", ".join(f"{g['name']} lr {g['lr']:g} wd {g['weight_decay']:g}" for g in optimizer.param_groups),
+        )
+        return optimizer

@@ -14,6 +14,7 @@ import hydra
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -88,6 +89,11 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         cfg, resume_from = cli.resume_config(cfg, run_dir)
     elif cfg.ckpt_path is not None:
         resume_from = Path(cfg.ckpt_path).expanduser().resolve()
+    elif HydraConfig.get().mode == RunMode.MULTIRUN:  # a sweep started again: keep finished jobs, resume the rest
+        kept, resume_from = cli.previous_attempt(cfg, run_dir)
+        if kept is not None:
+            log.info("this job finished earlier with the same config: kept as it is (%s)", run_dir / "metrics.json")
+            return kept
     if cfg.seed is not None and (isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int)):
         raise cli.ConfigError(f"seed={cfg.seed!r} is not an integer; give e.g. seed=0, or leave it out")
     seed = cfg.seed if cfg.seed is not None else random.SystemRandom().randrange(2**31)
@@ -104,6 +110,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "run_dir": str(run_dir),
         "overrides": list(HydraConfig.get().overrides.task),
         "resumed_from": str(resume_from) if resume_from else None,
+        "fingerprint": cli.config_fingerprint(cfg),  # a rerun of the sweep keeps this job if it still matches
         "git": cli.git_info(Path(HydraConfig.get().runtime.cwd)),
         "versions": {"torch": torch.__version__, "lightning": L.__version__},
         "config": config_summary(cfg),

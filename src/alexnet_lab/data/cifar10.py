@@ -26,6 +26,7 @@ BATCHES_DIR = "cifar-10-batches-py"
 BATCH_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 CACHE_VERSION = 1
+PROTOCOLS = {"center": "centre crop", "ten_crop": "10-crop (4 corners + centre, each mirrored; softmax averaged)"}
 
 
 Split = tuple[torch.Tensor, torch.Tensor]  # uint8 images (N, 3, 32, 32), int64 labels (N,)
@@ -198,6 +199,11 @@ class CIFAR10DataModule(L.LightningDataModule):
     The first read decodes everything into a uint8 tensor cache in ``cache_dir``; later runs load it in about
     a second. The whole dataset then sits on the training device and batches are index slices of it
     (see :class:`TensorBatches`); crop and flip run on whole batches there.
+
+    Input units follow each network's origin: ``mean``/``std`` standardise per channel (torchvision style), or
+    ``mean="pixel"`` subtracts the mean image of the training split and ``std=1/255`` keeps 0-255 pixel units,
+    as cuda-convnet fed its CIFAR-10 nets. ``crop_size`` < 32 trains on random crops of that size (cuda-convnet's
+    24x24) and evaluates the centre crop or ten crops (``val_protocol`` / ``test_protocol``).
     """
 
     def __init__(
@@ -212,17 +218,39 @@ class CIFAR10DataModule(L.LightningDataModule):
         seed: int = 0,
         split_seed: int = 0,
         crop_padding: int = 4,
+        crop_size: int | None = None,
+        train_crop: str = "random",
         hflip: bool = True,
-        mean: list[float] | None = None,
-        std: list[float] | None = None,
+        mean: str | list[float] | None = None,
+        std: float | list[float] | None = None,
+        val_protocol: str = "center",
+        test_protocol: str = "center",
     ) -> None:
         super().__init__()
         self.path, self.cache_dir, self.download = Path(path).expanduser(), Path(cache_dir).expanduser(), download
         self.num_classes = num_classes
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
         self.val_size, self.seed, self.split_seed = val_size, seed, split_seed
-        self.crop_padding, self.hflip = crop_padding, hflip
-        self.normalize = Normalize(mean, std)
+        if crop_size is not None and not 0 < crop_size <= 32:
+            raise DataError(f"data.crop_size={crop_size} must be in [1, 32] (or null: 32)")
+        if train_crop not in ("random", "center"):
+            raise DataError(f"data.train_crop={train_crop!r}: use random or center")
+        self.crop_padding, self.crop_size, self.train_crop, self.hflip = (
+            crop_padding,
+            crop_size or 32,
+            train_crop,
+            hflip,
+        )
+        if isinstance(mean, str) and mean not in ("pixel", "channel"):
+            raise DataError(f"data.mean={mean!r}: use pixel, channel, three values or null")
+        if (mean is None) != (std is None):
+            raise DataError("data.mean and data.std go together: set both, or both to null (x / 255 only)")
+        self.mean, self.std = mean, std
+        for key, protocol in (("val_protocol", val_protocol), ("test_protocol", test_protocol)):
+            if protocol not in PROTOCOLS:
+                raise DataError(f"data.{key}={protocol!r}: use one of {', '.join(PROTOCOLS)}")
+        self.protocols = {"val": val_protocol, "test": test_protocol}
+        self.normalize = Normalize()
         self.classes: list[str] = []
         self.splits: dict[str, Split] = {}
 
@@ -294,13 +322,27 @@ class CIFAR10DataModule(L.LightningDataModule):
             "val": (train_x[val_idx].to(device), train_y[val_idx].to(device)) if self.val_size else test,
             "test": test,
         }
+        self.normalize = self._normalize(self.splits["train"][0])
+
+    def _normalize(self, train_images: torch.Tensor) -> Normalize:
+        """The configured input units; "pixel" and "channel" means are measured on the training split."""
+        if not isinstance(self.mean, str):
+            return Normalize(self.mean, self.std)
+        pixel_mean = (train_images.sum(dim=0, dtype=torch.float64) / (255.0 * len(train_images))).float().cpu()
+        return Normalize(pixel_mean if self.mean == "pixel" else pixel_mean.mean(dim=(1, 2)), self.std)
 
     def describe(self) -> dict[str, Any]:
         """What metrics.json records about the data: splits and classes (also where only prepare_data ran)."""
         if not self.classes:
             self.classes = list(self._load_cache()["classes"])
         val = f"{self.val_size} images held out of train" if self.val_size else "test split (data.val_size=0)"
-        return {"val_split": val, "test_split": "test split", "classes": [[c, c] for c in self.classes]}
+        views = {split: f", {PROTOCOLS[p]} {self.crop_size}x{self.crop_size}" if self.crop_size < 32 else ""
+                 for split, p in self.protocols.items()}  # fmt: skip
+        return {
+            "val_split": val + views["val"],
+            "test_split": "test split" + views["test"],
+            "classes": [[c, c] for c in self.classes],
+        }
 
     def _loader(self, split: str, train: bool) -> TensorBatches:
         images, labels = self.splits[split]
@@ -313,8 +355,11 @@ class CIFAR10DataModule(L.LightningDataModule):
             self.normalize,
             shuffle=train and not (trainer is not None and trainer.overfit_batches),  # overfit: fixed batches
             drop_last=train,
-            crop_padding=self.crop_padding if train else 0,
-            hflip=self.hflip and train,
+            crop_padding=self.crop_padding,
+            crop_size=self.crop_size,
+            random_crop=self.train_crop == "random",
+            hflip=self.hflip,
+            views="random" if train else self.protocols[split] if self.crop_size < 32 else "full",
             seed=self.seed,
             epoch_fn=lambda: fit_progress(self.trainer)[0],
             trained_fn=lambda: fit_progress(self.trainer)[1],

@@ -209,9 +209,13 @@ class ResumableLoader(DataLoader):
 # -------------------------------------------------------------------------------------- finding data
 
 
-def list_split(root: Path, classes: list[str], max_per_class: int | None) -> list[Sample]:
-    """(path, label) of the first ``max_per_class`` images (sorted by name) of each class folder."""
+def list_split(
+    root: Path, classes: list[str], max_per_class: int | None, hold_out: int = 0
+) -> tuple[list[Sample], list[Sample]]:
+    """(path, label) of each class folder's images sorted by name: the last ``hold_out`` of each class apart (a
+    minival), and the first ``max_per_class`` of the others."""
     samples: list[Sample] = []
+    held: list[Sample] = []
     for label, wnid in enumerate(classes):
         folder = root / wnid
         if not folder.is_dir():
@@ -219,10 +223,15 @@ def list_split(root: Path, classes: list[str], max_per_class: int | None) -> lis
                 f"{root} has no folder {wnid}/ (a class of the training split); add it or pick data.classes"
             )
         files = sorted(e.name for e in os.scandir(folder) if Path(e.name).suffix.lower() in IMAGE_SUFFIXES)
-        if not files:
-            raise DataError(f"class folder {folder} holds no JPEG or PNG images; add them or leave the class out")
-        samples += [(str(folder / name), label) for name in files[:max_per_class]]
-    return samples
+        if len(files) <= hold_out:
+            raise DataError(
+                f"class folder {folder} holds {len(files)} images, not more than the {hold_out} held out for the "
+                "minival; add images or lower data.minival_per_class"
+            )
+        kept = files[: len(files) - hold_out]
+        held += [(str(folder / name), label) for name in files[len(kept) :]]
+        samples += [(str(folder / name), label) for name in kept[:max_per_class]]
+    return samples, held
 
 
 def pick_classes(available: list[str], classes: int | Sequence[str] | None) -> list[str]:
@@ -298,8 +307,10 @@ class ImageNetDataModule(L.LightningDataModule):
     """ILSVRC-2012 (or any ``train/<class>/`` + ``val/<class>/`` JPEG tree) with the paper's preprocessing.
 
     ``prepare_data`` unpacks official archives once, writes a copy rescaled to shorter side ``resize`` (so epochs
-    never decode full-size JPEGs), and measures the training mean. ImageNet's test labels are not public:
-    ``test`` evaluates the val split again under ``test_protocol`` (the paper reports val numbers).
+    never decode full-size JPEGs), and measures the training mean. ImageNet's test labels are not public, and
+    the paper reports val numbers: validation during training runs on a minival (the last ``minival_per_class``
+    training images of each class, never trained on), which picks the best checkpoint and drives the plateau
+    schedule; the val split is evaluated once, at the end, by Lightning's test stage under ``test_protocol``.
     """
 
     def __init__(
@@ -310,6 +321,7 @@ class ImageNetDataModule(L.LightningDataModule):
         classes: int | list[str] | None = None,
         max_per_class: int | None = None,
         max_val_per_class: int | None = None,
+        minival_per_class: int = 10,
         train_dir: str = "train",
         val_dir: str = "val",
         prepare: bool = True,
@@ -358,6 +370,9 @@ class ImageNetDataModule(L.LightningDataModule):
         self.path, self.cache_dir = Path(path).expanduser(), Path(cache_dir).expanduser()
         self.num_classes, self.classes_arg = num_classes, classes
         self.max_per_class, self.max_val_per_class = max_per_class, max_val_per_class
+        if minival_per_class < 0:
+            raise DataError(f"data.minival_per_class={minival_per_class} must be >= 0 (0: validate on the val split)")
+        self.minival_per_class = minival_per_class
         self.split_dirs = {"train": train_dir, "val": val_dir}
         self.prepare, self.resize, self.image_size, self.crop_size = prepare, resize, image_size, crop_size
         self.train_crop, self.hflip, self.pca_std = train_crop, hflip, pca_std
@@ -396,9 +411,11 @@ class ImageNetDataModule(L.LightningDataModule):
             raise DataError(
                 f"{len(self.classes)} classes selected, data.num_classes is {self.num_classes}; set data.classes or data.num_classes"
             )
+        train_samples, minival = list_split(train, self.classes, self.max_per_class, self.minival_per_class)
         return {
-            "train": list_split(train, self.classes, self.max_per_class),
-            "val": list_split(root / self.split_dirs["val"], self.classes, self.max_val_per_class),
+            "train": train_samples,
+            "minival": minival,
+            "val": list_split(root / self.split_dirs["val"], self.classes, self.max_val_per_class)[0],
         }
 
     def _in_prepared(self, path: str) -> str:
@@ -449,7 +466,9 @@ class ImageNetDataModule(L.LightningDataModule):
 
     def _prepared_marker(self) -> Path:
         """Exists once every selected image is in the resized copy."""
-        key = source_key(self.classes, self.max_per_class, self.max_val_per_class, *self.split_dirs.values())
+        key = source_key(
+            self.classes, self.max_per_class, self.max_val_per_class, self.minival_per_class, *self.split_dirs.values()
+        )
         return self.prepared_root / f".complete-{key}"
 
     def _image_samples(self) -> dict[str, list[Sample]]:
@@ -511,7 +530,7 @@ class ImageNetDataModule(L.LightningDataModule):
     def _loader(self, split: str, train: bool) -> ResumableLoader:
         trainer = self.trainer
         batch_size, world_size, rank = global_batch(trainer, self.batch_size, self.eval_batch_size, train)
-        samples = self.samples["train" if train else "val"]
+        samples = self.samples[split]
         dataset = ImageFiles(
             samples,
             self.image_size,
@@ -542,9 +561,11 @@ class ImageNetDataModule(L.LightningDataModule):
         return self._loader("train", train=True)
 
     def val_dataloader(self) -> ResumableLoader:
-        return self._loader("val", train=False)
+        """The minival (held out of train): it picks the best checkpoint and drives the plateau schedule."""
+        return self._loader("minival" if self.minival_per_class else "val", train=False)
 
     def test_dataloader(self) -> ResumableLoader:
+        """The val split, evaluated once at the end (its labels chose nothing, with a minival)."""
         return self._loader("val", train=False)
 
     # -- on the device
@@ -631,9 +652,20 @@ class ImageNetDataModule(L.LightningDataModule):
         process of a spawned DDP run, where only prepare_data ran)."""
         samples = self.samples or self._image_samples()
         names = self.class_names or class_names(self.path)
+        val_dir, train_dir = self.split_dirs["val"], self.split_dirs["train"]
+        val = f"{val_dir}/ ({len(samples['val'])} images), {PROTOCOLS[self.protocols['test']]}"
+        if self.minival_per_class:
+            validation = (
+                f"minival: the last {self.minival_per_class} images of each class of {train_dir}/ "
+                f"({len(samples['minival'])} images, not trained on), {PROTOCOLS[self.protocols['val']]}"
+            )
+            evaluated = f"the val split {val}, evaluated once at the end"
+        else:
+            validation = f"the val split {val_dir}/ ({len(samples['val'])} images), {PROTOCOLS[self.protocols['val']]}"
+            evaluated = f"the val split {val} again (it also chose the checkpoint: optimistic)"
         return {
-            "val_split": f"{self.split_dirs['val']}/ ({len(samples['val'])} images), {PROTOCOLS[self.protocols['val']]}",
-            "test_split": f"{self.split_dirs['val']}/ again, {PROTOCOLS[self.protocols['test']]}",
+            "val_split": validation,
+            "test_split": evaluated,
             "train_images": len(samples["train"]),
             "classes": [[c, names.get(c, c)] for c in self.classes],
             "skipped_images": sorted(self.skipped),

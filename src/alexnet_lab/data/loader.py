@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch.utils.data import DistributedSampler
 
-from alexnet_lab.data.transforms import Normalize, crop, crop_offsets, flip_draws, hflip
+from alexnet_lab.data.transforms import Normalize, center_crop, crop, crop_offsets, flip_draws, hflip, ten_crop
 
 
 def derived_seed(*parts: int) -> int:
@@ -46,6 +46,11 @@ class TensorBatches:
     so a repeated run, or one resumed mid-epoch (``state_dict`` records how many batches were trained), sees
     the same batches. ``batch_size`` is the global batch: with ``world_size > 1`` each rank gets
     ``batch_size / world_size`` of it, and in training its own slice of the global batch's augmentation draws.
+    ``views`` says what each image becomes: ``random`` (training) a ``crop_size`` window (default: the image
+    size) at a random place in the image zero-padded by ``crop_padding`` (its centre with ``random_crop=False``),
+    mirrored at random with ``hflip``;
+    ``full`` the image as it is; ``center`` its centre ``crop_size`` window; ``ten_crop`` ten windows (4 corners
+    and the centre, each mirrored: a (N, 10, C, crop, crop) batch).
     """
 
     def __init__(
@@ -58,7 +63,10 @@ class TensorBatches:
         shuffle: bool = False,
         drop_last: bool = False,
         crop_padding: int = 0,
+        crop_size: int | None = None,
+        random_crop: bool = True,
         hflip: bool = False,
+        views: str = "full",
         seed: int = 0,
         epoch_fn: Callable[[], int] = lambda: 0,
         trained_fn: Callable[[], int] = lambda: 0,
@@ -70,7 +78,10 @@ class TensorBatches:
         self.images, self.labels = images, labels
         self.batch_size, self.normalize = batch_size // world_size, normalize  # this rank's share
         self.shuffle, self.drop_last = shuffle, drop_last
-        self.crop_padding, self.hflip = crop_padding, hflip
+        if views not in ("random", "full", "center", "ten_crop"):
+            raise ValueError(f"unknown views {views!r}: use random, full, center or ten_crop")
+        self.crop_padding, self.hflip, self.views = crop_padding, hflip, views
+        self.crop_size, self.random_crop = crop_size or images.shape[-1], random_crop
         self.seed, self.epoch_fn, self.trained_fn = seed, epoch_fn, trained_fn
         self.rank, self.world_size = rank, world_size
         self._resume_at = 0  # batches of the current epoch already trained before a resume
@@ -107,17 +118,29 @@ class TensorBatches:
         start, self._resume_at = self._resume_at, 0
         for i in range(start, len(self)):
             idx = order[i * self.batch_size : (i + 1) * self.batch_size]
-            yield self.normalize(self._augment(self.images[idx], epoch, i)), self.labels[idx]
+            yield self.normalize(self._views(self.images[idx], epoch, i)), self.labels[idx]
+
+    def _views(self, x: torch.Tensor, epoch: int, batch: int) -> torch.Tensor:
+        if self.views == "random":
+            return self._augment(x, epoch, batch)
+        if self.views == "center":
+            return center_crop(x, self.crop_size)
+        if self.views == "ten_crop":
+            return ten_crop(x, self.crop_size)
+        return x
 
     def _augment(self, x: torch.Tensor, epoch: int, batch: int) -> torch.Tensor:
         """Crop and flip with draws made for the whole global batch; this rank applies its own slice of them."""
-        if not (self.crop_padding > 0 or self.hflip):
+        room = x.shape[-1] + 2 * self.crop_padding - self.crop_size
+        if room > 0 and not self.random_crop:
+            x, room = center_crop(x, self.crop_size), 0
+        if not (room > 0 or self.hflip):
             return x
         gen = torch.Generator(device=x.device).manual_seed(derived_seed(self.seed, epoch, batch))
         mine = slice(self.rank * len(x), (self.rank + 1) * len(x)) if self.drop_last else slice(0, len(x))
         size = len(x) * self.world_size if self.drop_last else len(x)
-        if self.crop_padding > 0:
-            x = crop(x, self.crop_padding, crop_offsets(size, self.crop_padding, gen)[mine])
+        if room > 0:
+            x = crop(x, self.crop_padding, crop_offsets(size, room, gen)[mine], self.crop_size)
         if self.hflip:
             x = hflip(x, flip_draws(size, gen)[mine])
         return x

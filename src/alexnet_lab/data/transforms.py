@@ -8,9 +8,10 @@ import torch
 import torch.nn.functional as F
 
 
-def crop_offsets(n: int, padding: int, generator: torch.Generator) -> torch.Tensor:
-    """(n, 2) top/left offsets into an image padded by ``padding`` on each side, uniform in [0, 2 * padding]."""
-    return torch.randint(0, 2 * padding + 1, (n, 2), generator=generator, device=generator.device)
+def crop_offsets(n: int, room: int, generator: torch.Generator) -> torch.Tensor:
+    """(n, 2) top/left offsets of windows that leave ``room`` pixels to spare (padded side - window side),
+    uniform in [0, room]."""
+    return torch.randint(0, room + 1, (n, 2), generator=generator, device=generator.device)
 
 
 def windows(x: torch.Tensor, offsets: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -23,10 +24,11 @@ def windows(x: torch.Tensor, offsets: torch.Tensor, height: int, width: int) -> 
     return x[batch, chans, rows[:, None, :, None], cols[:, None, None, :]]
 
 
-def crop(x: torch.Tensor, padding: int, offsets: torch.Tensor) -> torch.Tensor:
-    """Zero-pad a batch (N, C, H, W) by ``padding`` and cut each image's HxW window at its (top, left)."""
-    padded = F.pad(x, (padding, padding, padding, padding))
-    return windows(padded, offsets, x.shape[-2], x.shape[-1])
+def crop(x: torch.Tensor, padding: int, offsets: torch.Tensor, size: int | None = None) -> torch.Tensor:
+    """Zero-pad a batch (N, C, H, W) by ``padding`` and cut each image's ``size`` x ``size`` window (default H x W)
+    at its (top, left)."""
+    padded = F.pad(x, (padding, padding, padding, padding)) if padding else x
+    return windows(padded, offsets, size or x.shape[-2], size or x.shape[-1])
 
 
 def hflip(x: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
@@ -41,7 +43,7 @@ def flip_draws(n: int, generator: torch.Generator) -> torch.Tensor:
 
 def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
     """One random crop of the zero-padded image per image of the batch."""
-    return crop(x, padding, crop_offsets(x.shape[0], padding, generator))
+    return crop(x, padding, crop_offsets(x.shape[0], 2 * padding, generator))
 
 
 def random_hflip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -78,10 +80,12 @@ def pca_lighting(alphas: torch.Tensor, eigval: torch.Tensor, eigvec: torch.Tenso
 
 
 class Normalize:
-    """uint8 (N, C, H, W) -> float32 in [0, 1], then (x - mean) / std when mean and std are given.
+    """uint8 (N, C, H, W) or (N, views, C, H, W) -> float32 in [0, 1], then (x - mean) / std when mean and std are
+    given.
 
-    ``mean`` is per channel (C values) or per pixel (a (C, H, W) image, the paper's mean image); ``std`` is
-    per channel or one number for all channels.
+    ``mean`` is per channel (C values) or per pixel (a (C, H, W) image, the paper's mean image); images smaller
+    than the mean image (crops) have its centre subtracted, as cuda-convnet's cropping data provider did.
+    ``std`` is per channel or one number for all channels: 1/255 keeps 0-255 pixel units.
     """
 
     def __init__(
@@ -102,5 +106,8 @@ class Normalize:
         if self.mean is not None:
             if self.mean.device != x.device:  # moved once, not per batch
                 self.mean, self.std = self.mean.to(x.device), self.std.to(x.device)
-            out.sub_(self.mean).div_(self.std)
+            mean = self.mean
+            if mean.shape[-1] > x.shape[-1]:
+                mean = center_crop(mean, x.shape[-1])
+            out.sub_(mean).div_(self.std)
         return out

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -12,7 +14,10 @@ class AlexNet(nn.Module):
     """AlexNet (Krizhevsky et al., 2012): five convolutions and three fully connected layers.
 
     ``groups=2`` reproduces the two-GPU connectivity: conv2, conv4 and conv5 see only the channels of their
-    own tower, conv3 and the fully connected layers see both. A 224x224 input with ``conv1_padding=2``
+    own tower, conv3 and the fully connected layers see both, and each LRN normalises within its tower (each GPU
+    normalised its own maps). ``widths`` sets the five convolutions' kernel counts; the paper's one-GPU
+    comparison net (Sec. 3.2 and its footnote) is ``groups=1, widths=[48, 128, 192, 192, 256]``: half the kernels
+    in each convolutional layer but the last, whose width feeds fc6. A 224x224 input with ``conv1_padding=2``
     (or 227x227 with 0) gives 55x55x96 after conv1 and 6x6x256 before fc6.
     """
 
@@ -24,25 +29,30 @@ class AlexNet(nn.Module):
         activation: L.Activation = "relu",
         dropout: float = 0.5,
         groups: int = 2,
+        widths: Sequence[int] = (96, 256, 384, 384, 256),
         conv1_padding: int = 2,
         lrn: dict | None = None,
         init: str = "default",
     ) -> None:
         super().__init__()
-        act = dict(act=activation)
+        if len(widths) != 5:
+            raise ValueError(f"widths must give the 5 convolutions' kernel counts, got {list(widths)}")
+        w1, w2, w3, w4, w5 = widths
+        act = {"act": activation}
+        norm_args = {"norm": norm, "lrn": lrn, "lrn_groups": groups}
         self.features = nn.Sequential(
-            *L.conv_block(3, 96, 11, stride=4, padding=conv1_padding, norm=norm, lrn=lrn, **act),
+            *L.conv_block(3, w1, 11, stride=4, padding=conv1_padding, **norm_args, **act),
             L.pool(pool),
-            *L.conv_block(96, 256, 5, padding=2, groups=groups, norm=norm, lrn=lrn, **act),
+            *L.conv_block(w1, w2, 5, padding=2, groups=groups, **norm_args, **act),
             L.pool(pool),
-            *L.conv_block(256, 384, 3, padding=1, **act),
-            *L.conv_block(384, 384, 3, padding=1, groups=groups, **act),
-            *L.conv_block(384, 256, 3, padding=1, groups=groups, **act),
+            *L.conv_block(w2, w3, 3, padding=1, **act),
+            *L.conv_block(w3, w4, 3, padding=1, groups=groups, **act),
+            *L.conv_block(w4, w5, 3, padding=1, groups=groups, **act),
             L.pool(pool),
         )
         self.classifier = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(256 * 6 * 6, 4096),
+            nn.Linear(w5 * 6 * 6, 4096),
             L.activation(activation),
             nn.Dropout(dropout),
             nn.Linear(4096, 4096),
