@@ -99,3 +99,40 @@ def test_corrupt_archive_is_one_line(cli_env: dict, tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith(f"error: corrupt or truncated archive {archive}")
     assert leftovers(tmp_path / "logs") == [] and not list((tmp_path / "data").rglob("*.pt"))
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["optimizer.lr=-1"], "optimizer.lr=-1: Invalid learning rate: -1"),
+        (["optimizer.momentum=-0.5"], "optimizer.momentum=-0.5: Invalid momentum value: -0.5"),
+        (["scheduler.factor=2.0"], "scheduler.factor=2.0: Factor should be < 1.0."),
+        (["model=alexnet_cifar", "model.dropout=1.5"], "model.dropout=1.5: dropout=1.5 must be in [0, 1)"),
+        (["trainer.devices=2", "data.batch_size=3"], "data.batch_size=3 (the global batch) does not split over 2"),
+        (["model=alexnet"], "model AlexNet cannot take the data's 32x32 images ("),
+    ],
+)
+def test_values_a_library_refuses_become_one_line_naming_the_key(
+    overrides: list[str], message: str, composed, tmp_path: Path
+) -> None:
+    from omegaconf import open_dict, read_write
+
+    from alexnet_lab.train import build
+
+    cfg = composed(*overrides, f"data.path={tmp_path}", f"data.cache_dir={tmp_path}")
+    with read_write(cfg.hydra), open_dict(cfg.hydra):
+        cfg.hydra.runtime.output_dir = str(tmp_path)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]  # as the task function gets it
+    with pytest.raises(cli.ConfigError) as err:
+        build(cfg)
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)
+
+
+def test_a_refused_value_exits_2_with_one_line_and_leaves_nothing(cli_env: dict, tmp_path: Path) -> None:
+    write_batches(tmp_path / "data" / "cifar10", n_train=100, n_test=20)
+    proc = run_cli("alexnet-train", *FAST, "optimizer.lr=-1", env=cli_env, cwd=tmp_path, check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == "error: optimizer.lr=-1: Invalid learning rate: -1"
+    assert "Traceback" not in proc.stderr and leftovers(tmp_path / "logs") == []

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
@@ -113,3 +114,73 @@ def test_slurm_launcher_runs_one_task_per_gpu(compose_train) -> None:
     resolved = OmegaConf.merge(OmegaConf.masked_copy(cfg, ["trainer"]), {"l": cfg.hydra.launcher})
     assert (resolved.l.nodes, resolved.l.tasks_per_node, resolved.l.gpus_per_node) == (2, 4, 4)
     assert cfg.trainer.strategy == "ddp" and cfg.trainer.num_nodes == 2
+
+
+MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
+DATA = sorted(p.stem for p in (CONF / "data").glob("*.yaml"))
+DEBUG = sorted(p.stem for p in (CONF / "debug").glob("*.yaml"))
+EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+
+
+def build_or_config_error(compose_train, tmp_path: Path, *overrides: str) -> str:
+    """Build DataModule, network, LightningModule, optimizer, scheduler, callbacks and Trainer as alexnet-train
+    does; "built", or the one-line ConfigError it ends with (anything else fails the test)."""
+    from omegaconf import open_dict, read_write
+
+    from alexnet_lab.cli import ConfigError
+    from alexnet_lab.train import build
+
+    cfg = compose_train(*overrides, f"data.path={tmp_path}", f"data.cache_dir={tmp_path / 'cache'}")
+    with read_write(cfg.hydra), open_dict(cfg.hydra):
+        cfg.hydra.runtime.output_dir = str(tmp_path / "run")
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    try:
+        build(cfg)
+    except ConfigError as err:
+        assert "\n" not in str(err), overrides
+        return str(err)
+    return "built"
+
+
+def test_every_model_and_data_builds_or_says_why_in_one_line(compose_train, tmp_path: Path) -> None:
+    outcomes = {
+        (m, d): build_or_config_error(compose_train, tmp_path, f"model={m}", f"data={d}") for m in MODELS for d in DATA
+    }
+    # each network builds with the data it was made for
+    for model in ("alexnet", "alexnet_1gpu", "alexnet_torchvision"):
+        assert outcomes[(model, "imagenet")] == "built", model
+    for model in (
+        "alexnet_cifar",
+        "alexnet_cifar_1gpu",
+        "alexnet_cifar_2gpu",
+        "cudaconvnet_18pct",
+        "cudaconvnet_19pct",
+    ):
+        assert outcomes[(model, "cifar10")] == "built", model
+    # and says in one line when it cannot take the other's images
+    assert outcomes[("alexnet", "cifar10")].startswith("model AlexNet cannot take the data's 32x32 images")
+    assert outcomes[("cudaconvnet_11pct", "cifar10")].startswith("model CudaConvnetLocal cannot take the data's 32x32")
+    assert outcomes[("cudaconvnet_18pct", "imagenet")].startswith(
+        "model CudaConvnet18pct cannot take the data's 224x224"
+    )
+
+
+def test_every_debug_option_builds_with_both_datasets(compose_train, tmp_path: Path) -> None:
+    for data, model in (("cifar10", "cudaconvnet_18pct"), ("imagenet", "alexnet")):
+        for debug in DEBUG:
+            assert (
+                build_or_config_error(compose_train, tmp_path, f"data={data}", f"model={model}", f"debug={debug}")
+                == "built"
+            )
+
+
+def test_every_experiment_builds_or_says_why_in_one_line(compose_train, tmp_path: Path) -> None:
+    outcomes = {e: build_or_config_error(compose_train, tmp_path, f"experiment={e}") for e in EXPERIMENTS}
+    gpu = [e for e in EXPERIMENTS if e.startswith("imagenet_")]  # trainer=gpu: this machine may have none
+    for experiment, outcome in outcomes.items():
+        if experiment in gpu and outcome != "built":
+            assert outcome.startswith("trainer"), (experiment, outcome)
+        else:
+            assert outcome == "built", (experiment, outcome)

@@ -256,10 +256,14 @@ def test_official_archives_are_unpacked_with_torchvision_and_named_from_the_devk
         datamodule(root, tmp_path, num_classes=2, mean=[0.5] * 3).prepare_data()  # real checksums: a fake fails
     for key, (name, _) in tv_imagenet.ARCHIVE_META.items():  # accept the fakes' checksums instead
         monkeypatch.setitem(tv_imagenet.ARCHIVE_META, key, (name, hashlib.md5((root / name).read_bytes()).hexdigest()))
+    before = sorted(p.name for p in root.iterdir())
     dm = datamodule(root, tmp_path, num_classes=2, mean=[0.5] * 3)
     dm.prepare_data()
     dm.setup()
-    assert sorted(p.name for p in root.iterdir() if p.is_dir()) == ["train", "val"]  # no .partial left behind
+    assert sorted(p.name for p in root.iterdir()) == before  # the data root is only read
+    unpacked = dm.unpacked_root
+    assert unpacked.parent == tmp_path / "cache" and (unpacked / "meta.bin").is_file()
+    assert sorted(p.name for p in unpacked.iterdir() if p.is_dir()) == ["train", "val"]  # no .partial left behind
     assert dm.classes == WNIDS[:2]
     assert [(Path(p).name, y) for p, y in dm.samples["val"]] == [
         ("ILSVRC2012_val_00000002.JPEG", 0), ("ILSVRC2012_val_00000004.JPEG", 0),
@@ -473,3 +477,12 @@ def test_bad_settings_fail_with_the_key_and_the_fix(tree: Path, tmp_path: Path) 
         match=r"data.eval_batch_size=64 \(the global batch\) does not split over 3 devices; use a multiple of 3",
     ):
         global_batch(three_ranks, 129, 64, train=False)
+
+
+def test_debug_overfit_runs_on_imagenet(tree: Path, tmp_path: Path) -> None:
+    """debug=overfit fits the same batches, unaugmented, with either dataset (it once set a CIFAR-only key)."""
+    run_cli("alexnet-train", *CLI, f"data.path={tree}", "data.num_workers=0", "debug=overfit", "trainer.max_epochs=2",
+            "test=false", env=isolated_env(tmp_path), cwd=tmp_path)  # fmt: skip
+    (metrics,) = (tmp_path / "logs" / "train" / "runs").glob("*/metrics.json")
+    record = json.loads(metrics.read_text())
+    assert record["status"] == "finished" and record["steps"] == 2 * 2  # two fixed batches an epoch

@@ -117,6 +117,36 @@ def test_last_ckpt_is_the_newest_epoch_even_when_it_is_not_the_best(lab: dict) -
     assert result["final"]["test/top1_err"] == pytest.approx(result["final"]["val/top1_err"], abs=1e-4)
 
 
+def test_a_kill_after_an_epoch_that_was_not_the_best_resumes_from_that_epoch(lab: dict) -> None:
+    """With the first epoch the best one for good (ranked on the highest error), a run killed later resumes from
+    the newest epoch: the resumed process trains only the epochs that were lost."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    proc = start(lab, "name=notbest", "callbacks.model_checkpoint.mode=max")
+    folder = wait_for_checkpoint(lab, "notbest", proc)
+    last = folder / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 240
+    while torch.load(last, map_location="cpu", weights_only=True)["epoch"] < 1:  # the second epoch is saved
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    saved = torch.load(last, map_location="cpu", weights_only=True)["epoch"]
+    (best,) = (folder / "checkpoints").glob("epoch*.ckpt")
+    assert saved >= 1 and best.name.startswith("epoch000-")
+    run_cli("alexnet-train", "ckpt_path=last", "name=notbest", env=lab["env"], cwd=lab["tmp"])
+    resumed = record(lab["tmp"], "notbest")
+    assert resumed["status"] == "finished" and resumed["resumed_from"] == str(last)
+    files = sorted(folder.glob("events.out.tfevents.*"))  # events.out.tfevents.<time>.<host>.<pid>.<n>
+    killed_pid = files[0].name.split(".")[-2]
+    trained_again = 0
+    for path in (f for f in files if f.name.split(".")[-2] != killed_pid):  # the resumed process's files
+        events = EventAccumulator(str(path))
+        events.Reload()
+        trained_again += len(events.Scalars("train/loss")) if "train/loss" in events.Tags()["scalars"] else 0
+    assert trained_again == 3 - (saved + 1)  # only the lost epochs were trained again
+
+
 def test_a_sweep_killed_midway_and_started_again_runs_every_job_once(lab: dict) -> None:
     """The same multirun started again in its sweep dir keeps finished jobs, resumes the interrupted one from its
     last.ckpt, and runs the rest."""

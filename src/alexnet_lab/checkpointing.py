@@ -1,15 +1,23 @@
-"""Checkpoints that are never half-written, and a resumable checkpoint when the run is told to stop."""
+"""Checkpoints that are never half-written, load without running code, and are saved when the run is told to stop.
+
+A checkpoint holds tensors and plain values only (Lightning's loop and callback states, the run config as plain
+containers, the RNG states as tensors), so every load uses ``torch.load(weights_only=True)``: a crafted file's
+pickled code never runs. Checkpoints written before the RNG states became tensors hold a NumPy array; the three
+NumPy globals that rebuild a plain array are allow-listed for them (no other type is).
+"""
 
 from __future__ import annotations
 
 import errno
 import logging
 import os
+import pickle
 import signal
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
@@ -20,6 +28,24 @@ from alexnet_lab.files import atomic_write
 log = logging.getLogger(__name__)
 
 INTERRUPTED_EXIT_CODE = 143  # 128 + SIGTERM, what schedulers expect from a pre-empted job
+
+# a plain NumPy array (the NumPy RNG state of checkpoints written before it was stored as a tensor)
+_multiarray = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray  # NumPy 2 / 1
+torch.serialization.add_safe_globals([np.ndarray, np.dtype, np.dtypes.UInt32DType, _multiarray._reconstruct])
+
+
+class UnsafeCheckpoint(ValueError):
+    """A checkpoint that only loads by running code that came with it."""
+
+
+def safe_load(path: Path) -> dict[str, Any]:
+    """``torch.load(weights_only=True)``: tensors and plain values only; anything else is refused, not run."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        # torch's message names the refused global on one of its lines
+        found = next((line for line in str(err).splitlines() if "GLOBAL" in line), str(err).splitlines()[0])
+        raise UnsafeCheckpoint(found.split("WeightsUnpickler error: ")[-1].strip().rstrip(".")) from err
 
 
 class CheckpointWriteError(OSError):

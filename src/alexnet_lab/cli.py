@@ -21,9 +21,10 @@ from hydra import compose
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
+from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from alexnet_lab.checkpointing import CheckpointWriteError
+from alexnet_lab.checkpointing import CheckpointWriteError, UnsafeCheckpoint, safe_load
 from alexnet_lab.data import DataError
 from alexnet_lab.module import TrainingDiverged
 
@@ -180,6 +181,49 @@ def check_override_types(cfg: DictConfig) -> None:
             raise ConfigError(f"{key}={value!r} is not a number; give e.g. {key}={default}")
 
 
+def _root_cause(err: BaseException) -> BaseException:
+    """The library's own exception under Hydra's InstantiationException wrapper."""
+    while err.__cause__ is not None and type(err).__name__ == "InstantiationException":
+        err = err.__cause__
+    return err
+
+
+def _named(cfg: DictConfig, key: str, err: BaseException) -> ConfigError:
+    """``error: optimizer.lr=-1: Invalid learning rate: -1``: the node's key whose value the message quotes, else
+    its keys set on the command line, else the node."""
+    cause = _root_cause(err)
+    message = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+    node = OmegaConf.select(cfg, key)
+    culprit = key
+    if isinstance(node, DictConfig):
+        for name, value in node.items():
+            if not isinstance(value, (DictConfig, ListConfig)) and value is not None and str(value) in message:
+                culprit = f"{key}.{name}={value}"
+                break
+    if culprit == key and HydraConfig.initialized():  # else the values of this node set on the command line
+        mine = [o for o in HydraConfig.get().overrides.task if o.split("=", 1)[0].lstrip("+~").startswith(f"{key}.")]
+        culprit = ", ".join(mine) or key
+    return ConfigError(f"{culprit}: {message}")
+
+
+def build_node(cfg: DictConfig, key: str, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate`` of one config node; what the library refuses becomes one line naming it."""
+    try:
+        return instantiate(OmegaConf.select(cfg, key), **kwargs)
+    except (ConfigError, DataError):
+        raise
+    except Exception as err:
+        raise _named(cfg, key, err) from err
+
+
+def check_node(cfg: DictConfig, key: str, use: Callable[[], Any]) -> None:
+    """Call ``use`` once (e.g. build the optimizer from its partial) so a refused value of ``key`` fails now."""
+    try:
+        use()
+    except Exception as err:
+        raise _named(cfg, key, err) from err
+
+
 # ------------------------------------------------------------------------- resuming and checkpoints
 
 
@@ -257,7 +301,12 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"checkpoint {path} does not exist; pass ckpt_path=<run dir>/checkpoints/<file>.ckpt")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        ckpt = safe_load(path)
+    except UnsafeCheckpoint as err:
+        raise ConfigError(
+            f"checkpoint {path} was refused: loading it would run code it carries ({err}); alexnet-train's "
+            "checkpoints hold tensors and plain values only"
+        ) from err
     except Exception as err:
         raise ConfigError(f"checkpoint {path} is unreadable ({type(err).__name__}); pick another file") from err
     trained = ckpt.get("hyper_parameters", {}).get("run_config")

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any, TypedDict
 
 import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
@@ -168,12 +169,20 @@ class Classifier(L.LightningModule):
         self.trainer.callback_metrics["progress/steps"] = torch.tensor(float(self.global_step))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # dropout and any other draw from the global generators continue exactly after a resume
-        checkpoint["rng_states"] = _collect_rng_states(include_cuda=torch.cuda.is_available())
+        # dropout and any other draw from the global generators continue exactly after a resume; NumPy's state
+        # goes in as a tensor, so the checkpoint loads with torch.load(weights_only=True)
+        states = _collect_rng_states(include_cuda=torch.cuda.is_available())
+        name, keys, *rest = states["numpy"]
+        states["numpy"] = [name, torch.from_numpy(keys.astype(np.int64)), *rest]
+        checkpoint["rng_states"] = states
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if "rng_states" in checkpoint and self.trainer.state.fn == "fit":  # not when testing a checkpoint
-            _set_rng_states(checkpoint["rng_states"])
+            states = dict(checkpoint["rng_states"])
+            name, keys, *rest = states["numpy"]
+            keys = keys.numpy() if isinstance(keys, torch.Tensor) else keys  # older checkpoints: a NumPy array
+            states["numpy"] = (name, keys.astype(np.uint32), *rest)
+            _set_rng_states(states)
 
     def on_validation_epoch_end(self) -> None:
         values = self._log_epoch("val", ("loss", "top1_err", "top5_err"))
@@ -185,7 +194,12 @@ class Classifier(L.LightningModule):
         self._log_epoch("test", ("loss", "top1_err", "top5_err"))
 
     def configure_optimizers(self) -> Any:
-        optimizer = self._optimizer()
+        optimizer = self.build_optimizer()
+        if len(optimizer.param_groups) > 1:
+            log.info(
+                "per-layer optimizer settings from the network: %s",
+                ", ".join(f"{g['name']} lr {g['lr']:g} wd {g['weight_decay']:g}" for g in optimizer.param_groups),
+            )
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer=optimizer)
@@ -194,7 +208,7 @@ class Classifier(L.LightningModule):
             "lr_scheduler": {"scheduler": scheduler, "monitor": self.hparams.monitor, "interval": "epoch"},
         }
 
-    def _optimizer(self) -> torch.optim.Optimizer:
+    def build_optimizer(self) -> torch.optim.Optimizer:
         """The configured optimizer; a network with per-layer settings (``param_groups()``, as cuda-convnet's nets
         have) gets one parameter group per layer: ``lr`` times the group's ``lr_scale``, and its own weight decay."""
         param_groups = getattr(self.net, "param_groups", None)
@@ -210,8 +224,4 @@ class Classifier(L.LightningModule):
         )
         for torch_group, group in zip(optimizer.param_groups, groups, strict=True):
             torch_group["lr"] *= group.lr_scale
-        log.info(
-            "per-layer optimizer settings from the network: %s",
-            ", ".join(f"{g['name']} lr {g['lr']:g} wd {g['weight_decay']:g}" for g in optimizer.param_groups),
-        )
         return optimizer

@@ -15,7 +15,6 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -31,22 +30,54 @@ FINAL_METRICS = ("val/top1_err", "val/top5_err", "test/top1_err", "test/top5_err
 
 
 def build(cfg: DictConfig) -> tuple[L.LightningDataModule, Classifier, L.Trainer]:
-    """DataModule, LightningModule and Trainer from a composed config."""
-    datamodule = instantiate(cfg.data)
+    """DataModule, LightningModule and Trainer from a composed config. A value a library refuses while a node is
+    built (or, for the optimizer and scheduler, first used) is a one-line :class:`cli.ConfigError` naming it."""
+    devices, nodes = cfg.trainer.get("devices", 1), cfg.trainer.get("num_nodes", 1)
+    batch = cfg.data.get("batch_size")
+    if isinstance(devices, int) and isinstance(nodes, int) and isinstance(batch, int) and batch % (devices * nodes):
+        raise cli.ConfigError(
+            f"data.batch_size={batch} (the global batch) does not split over {devices * nodes} devices; "
+            f"use a multiple of {devices * nodes}"
+        )
+    datamodule = cli.build_node(cfg, "data")
+    net = cli.build_node(cfg, "model")
+    check_input(net, datamodule.input_shape, cfg)  # before compile=true compiles it
     run_config = OmegaConf.to_container(cfg, resolve=True)
     module = Classifier(
-        net=instantiate(cfg.model),
-        optimizer=instantiate(cfg.optimizer),
-        scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+        net=net,
+        optimizer=cli.build_node(cfg, "optimizer"),
+        scheduler=cli.build_node(cfg, "scheduler") if cfg.get("scheduler") else None,
         num_classes=cfg.data.num_classes,
         channels_last=cfg.channels_last,
         compile=cfg.compile,
         run_config=run_config,
     )
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    # partials: torch checks their values only when they are called
+    cli.check_node(cfg, "optimizer", module.build_optimizer)
+    if cfg.get("scheduler"):
+        cli.check_node(cfg, "scheduler", module.configure_optimizers)
+    callbacks = [cli.build_node(cfg, f"callbacks.{k}") for k, c in (cfg.get("callbacks") or {}).items() if c]
+    loggers = [cli.build_node(cfg, f"logger.{k}") for k, c in (cfg.get("logger") or {}).items() if c]
+    trainer = cli.build_node(cfg, "trainer", callbacks=callbacks, logger=loggers or False)
     return datamodule, module, trainer
+
+
+def check_input(net: torch.nn.Module, shape: tuple[int, ...], cfg: DictConfig) -> None:
+    """One forward pass of two blank images of the data's size: a network that cannot take them is a one-line
+    error now, not a stack trace after the first batch."""
+    was_training = net.training
+    try:
+        with torch.no_grad():
+            net.eval()(torch.zeros(2, *shape))
+    except Exception as err:
+        target = str(cfg.model.get("_target_", "?")).rsplit(".", 1)[-1]
+        cause = str(err).strip().splitlines()[0]
+        raise cli.ConfigError(
+            f"model {target} cannot take the data's {shape[1]}x{shape[2]} images ({cause}); pick a model= for "
+            "this data, or set data.crop_size to the size the network was built for"
+        ) from err
+    finally:
+        net.train(was_training)
 
 
 def log_hparams(trainer: L.Trainer, cfg: DictConfig) -> None:
@@ -124,7 +155,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     start = time.perf_counter()
     try:
         trainer.fit(
-            module, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None, weights_only=False
+            module, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None, weights_only=True
         )
     except SIGTERMException:
         saved = run_dir / "checkpoints" / "last.ckpt"
@@ -148,7 +179,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     if cfg.test:
         ckpt = cfg.test_ckpt if checkpoint is not None and checkpoint.best_model_path else None
         start = time.perf_counter()
-        trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=False)
+        trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
         record["test_seconds"] = round(time.perf_counter() - start, 2)
         record["test_ckpt"] = trainer.ckpt_path or "weights at the end of training"
         final.update(scalar_metrics(trainer, "test/"))

@@ -35,13 +35,42 @@ Split = tuple[torch.Tensor, torch.Tensor]  # uint8 images (N, 3, 32, 32), int64 
 # ----------------------------------------------------------------------------------------------- readers
 
 
+class _BatchUnpickler(pickle.Unpickler):
+    """Builds only what the official batch files hold: dicts, lists, bytes, str, numbers, and NumPy arrays of a
+    numeric dtype. Any other global (the way a crafted pickle runs code) is refused before it is looked up."""
+
+    ALLOWED = frozenset(
+        {
+            ("numpy", "ndarray"),
+            ("numpy", "dtype"),
+            ("numpy.core.multiarray", "_reconstruct"),
+            ("numpy._core.multiarray", "_reconstruct"),
+        }
+    )
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refused global {module}.{name}")
+        return super().find_class(module, name)
+
+
 def _unpickle(data: bytes, name: str) -> dict:
     try:
-        return pickle.loads(data, encoding="bytes")
-    except Exception as err:  # any unpickling failure means a corrupt file
+        batch = _BatchUnpickler(io.BytesIO(data), encoding="bytes").load()
+    except pickle.UnpicklingError as err:
+        if str(err).startswith("refused global"):
+            raise DataError(f"{name} is not a CIFAR-10 batch file ({err}); it was not loaded") from err
+        raise DataError(f"corrupt CIFAR-10 batch file {name} ({err}); re-download or re-extract it") from err
+    except Exception as err:  # any other unpickling failure means a corrupt file
         raise DataError(
             f"corrupt CIFAR-10 batch file {name} ({type(err).__name__}); re-download or re-extract it"
         ) from err
+    if not isinstance(batch, dict):
+        raise DataError(f"{name} is not a CIFAR-10 batch file (a {type(batch).__name__}, not a dict)")
+    arrays = [v for v in batch.values() if isinstance(v, np.ndarray)]
+    if any(a.dtype.kind not in "biuf" for a in arrays):
+        raise DataError(f"{name} is not a CIFAR-10 batch file (an array of a non-numeric dtype)")
+    return batch
 
 
 def _decode_batches(files: dict[str, bytes], where: str) -> dict:
@@ -331,6 +360,11 @@ class CIFAR10DataModule(L.LightningDataModule):
         pixel_mean = (train_images.sum(dim=0, dtype=torch.float64) / (255.0 * len(train_images))).float().cpu()
         return Normalize(pixel_mean if self.mean == "pixel" else pixel_mean.mean(dim=(1, 2)), self.std)
 
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the images the network receives."""
+        return 3, self.crop_size, self.crop_size
+
     def describe(self) -> dict[str, Any]:
         """What metrics.json records about the data: splits and classes (also where only prepare_data ran)."""
         if not self.classes:
@@ -348,18 +382,24 @@ class CIFAR10DataModule(L.LightningDataModule):
         images, labels = self.splits[split]
         trainer = self.trainer
         batch_size, world_size, rank = global_batch(trainer, self.batch_size, self.eval_batch_size, train)
+        overfit = trainer is not None and bool(trainer.overfit_batches)  # fixed batches, seen as they are
+        views = (
+            "random"
+            if train and not overfit
+            else (self.protocols.get(split, "center") if self.crop_size < 32 else "full")
+        )
         return TensorBatches(
             images,
             labels,
             batch_size,
             self.normalize,
-            shuffle=train and not (trainer is not None and trainer.overfit_batches),  # overfit: fixed batches
+            shuffle=train and not overfit,
             drop_last=train,
             crop_padding=self.crop_padding,
             crop_size=self.crop_size,
             random_crop=self.train_crop == "random",
             hflip=self.hflip,
-            views="random" if train else self.protocols[split] if self.crop_size < 32 else "full",
+            views=views,
             seed=self.seed,
             epoch_fn=lambda: fit_progress(self.trainer)[0],
             trained_fn=lambda: fit_progress(self.trainer)[1],

@@ -116,8 +116,9 @@ class ImageFiles(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int, torch.Tensor, str] | str:
-        index, epoch = key
+    def __getitem__(self, key: tuple[int, int] | int) -> tuple[torch.Tensor, int, torch.Tensor, str] | str:
+        # (index, epoch) from EpochSampler; a plain index where Lightning swaps in its own sampler (overfit_batches)
+        index, epoch = key if isinstance(key, tuple) else (key, 0)
         path, label = self.samples[index]
         seed = derived_seed(self.seed, epoch, index)
         draws = torch.zeros(DRAWS)
@@ -250,53 +251,76 @@ def pick_classes(available: list[str], classes: int | Sequence[str] | None) -> l
     return wanted
 
 
-def unpack_archives(root: Path, splits: Sequence[str]) -> None:
-    """Turn the official ILSVRC2012 archives in ``root`` into ``root/<split>/<wnid>/`` with torchvision's parsers.
+def unpack_archives(source: Path, target: Path, splits: Sequence[str]) -> None:
+    """Turn the official ILSVRC2012 archives in ``source`` into ``target/<split>/<wnid>/`` (and ``target/meta.bin``
+    from the devkit) with torchvision's parsers, checksums included. ``source`` is only read.
 
-    Each split is unpacked into ``<split>.partial`` and renamed when complete, so an interrupted run never
-    leaves a half tree that looks whole.
+    torchvision's parsers read their archive from, and write into, one root: ``target`` gets links to the
+    archives. Each split is unpacked into ``<split>.partial`` and renamed when complete, so an interrupted run
+    never leaves a half tree that looks whole.
     """
     from torchvision.datasets import imagenet as tv
 
-    need = [s for s in splits if not (root / s).is_dir()]
+    need = [s for s in splits if not (target / s).is_dir()]
     if not need:
         return
     wanted = [ARCHIVES[s] for s in need if s in ARCHIVES]
-    if "val" in need and not (root / META_FILE).exists():
+    if "val" in need and not (target / META_FILE).exists():
         wanted.append(ARCHIVES["devkit"])  # the val labels live in the devkit
-    missing = [a for a in wanted if not (root / a).is_file()]
+    missing = [a for a in wanted if not (source / a).is_file()]
     if missing or len(wanted) < len(need):
         folders = " + ".join(f"{s}/<wnid>/" for s in need)
         raise DataError(
-            f"no ImageNet at {root}: {folders} not found, nor the archives to make them (missing "
+            f"no ImageNet at {source}: {folders} not found, nor the archives to make them (missing "
             f"{', '.join(missing) or 'archives for ' + ', '.join(need)}); put them there or set data.path (or ALEXNET_IMAGENET)"
         )
+    target.mkdir(parents=True, exist_ok=True)
+    for archive in wanted:
+        link = target / archive
+        if not link.exists():
+            link.symlink_to((source / archive).resolve())
     try:
         if ARCHIVES["devkit"] in wanted:
-            tv.parse_devkit_archive(str(root))
+            tv.parse_devkit_archive(str(target))
         for split in need:
-            partial = root / f"{split}.partial"
+            partial = target / f"{split}.partial"
             shutil.rmtree(partial, ignore_errors=True)
-            log.info("unpacking %s into %s (once)", ARCHIVES[split], root / split)
-            parse = tv.parse_train_archive if split == "train" else tv.parse_val_archive
-            parse(str(root), folder=partial.name)
-            os.replace(partial, root / split)
+            log.info("unpacking %s into %s (once)", ARCHIVES[split], target / split)
+            if split == "train":
+                tv.parse_train_archive(str(target), folder=partial.name)
+            else:
+                tv.parse_val_archive(str(target), wnids=tv.load_meta_file(str(target))[1], folder=partial.name)
+            os.replace(partial, target / split)
     except RuntimeError as err:  # torchvision's checksum check
-        raise DataError(f"{err} ".split(". ")[0] + f" (checksum); download it again into {root}") from err
+        raise DataError(f"{err} ".split(". ")[0] + f" (checksum); download it again into {source}") from err
 
 
-def class_names(root: Path) -> dict[str, str]:
-    """wnid -> human-readable name from the devkit (torchvision's meta.bin, parsed from the devkit archive once)."""
+def write_class_names(source: Path, target: Path) -> None:
+    """Parse the devkit lying in ``source`` (only read) into ``target/meta.bin`` once, when neither has one."""
     from torchvision.datasets import imagenet as tv
 
-    if not (root / META_FILE).exists() and (root / ARCHIVES["devkit"]).is_file():
-        try:
-            tv.parse_devkit_archive(str(root))
-        except RuntimeError as err:
-            log.warning("class names unavailable: %s", err)
-    if not (root / META_FILE).exists():
+    if (source / META_FILE).exists() or (target / META_FILE).exists():
+        return
+    if not (source / ARCHIVES["devkit"]).is_file():
+        return
+    target.mkdir(parents=True, exist_ok=True)
+    link = target / ARCHIVES["devkit"]
+    if not link.exists():
+        link.symlink_to((source / ARCHIVES["devkit"]).resolve())
+    try:
+        tv.parse_devkit_archive(str(target))
+    except RuntimeError as err:
+        log.warning("class names unavailable: %s", err)
+
+
+def class_names(*folders: Path) -> dict[str, str]:
+    """wnid -> human-readable name from the first of ``folders`` holding a devkit ``meta.bin`` (read only)."""
+    from torchvision.datasets import imagenet as tv
+
+    folder = next((f for f in folders if (f / META_FILE).exists()), None)
+    if folder is None:
         return {}
-    wnid_to_classes, _ = tv.load_meta_file(str(root))
+    wnid_to_classes, _ = tv.load_meta_file(str(folder))
     return {wnid: ", ".join(names) for wnid, names in wnid_to_classes.items()}
 
 
@@ -395,10 +419,21 @@ class ImageNetDataModule(L.LightningDataModule):
     def prepared_root(self) -> Path:
         return self.cache_dir / f"resized{self.resize}-{source_key(self.path.resolve())}"
 
+    @property
+    def unpacked_root(self) -> Path:
+        """Where official archives lying in ``data.path`` are unpacked (and the devkit parsed): the data root
+        itself is only read."""
+        return self.cache_dir / f"ilsvrc2012-{source_key(self.path.resolve())}"
+
+    @property
+    def root(self) -> Path:
+        """The image tree: ``data.path`` when it holds the training split's folder, else the unpacked archives."""
+        return self.path if (self.path / self.split_dirs["train"]).is_dir() else self.unpacked_root
+
     def _listing(self) -> dict[str, list[Sample]]:
         """The selected classes' images in the source tree (scanned once)."""
         if self._source_listing is None:
-            self._source_listing = self._scan(self.path)
+            self._source_listing = self._scan(self.root)
         return self._source_listing
 
     def _scan(self, root: Path) -> dict[str, list[Sample]]:
@@ -419,7 +454,7 @@ class ImageNetDataModule(L.LightningDataModule):
         }
 
     def _in_prepared(self, path: str) -> str:
-        return str(self.prepared_root / Path(path).relative_to(self.path))
+        return str(self.prepared_root / Path(path).relative_to(self.root))
 
     def _workers(self) -> int:
         if self.num_workers is not None:
@@ -434,7 +469,9 @@ class ImageNetDataModule(L.LightningDataModule):
             raise DataError(
                 f"no ImageNet at {self.path}; set data.path (or ALEXNET_IMAGENET) to a folder with train/ + val/ or the archives"
             )
-        unpack_archives(self.path, list(self.split_dirs.values()))
+        if self.root == self.unpacked_root:
+            unpack_archives(self.path, self.unpacked_root, list(self.split_dirs.values()))
+        write_class_names(self.path, self.unpacked_root)
         listing = self._listing()
         if self.prepare:
             self._write_resized(listing)
@@ -516,7 +553,7 @@ class ImageNetDataModule(L.LightningDataModule):
         if self.prepare and not self._prepared_marker().exists():  # setup() without prepare_data() first
             self.prepare_data()
         self.samples = self._image_samples()
-        self.class_names = class_names(self.path)
+        self.class_names = class_names(self.path, self.unpacked_root)
         if isinstance(self.mean, str):
             target = self._mean_file(self.samples["train"])
             if not target.exists():
@@ -626,8 +663,10 @@ class ImageNetDataModule(L.LightningDataModule):
                 self.skipped.add(path)
                 log.warning("skipped unreadable image %s (%d so far)", path, len(self.skipped))
         trainer = self.trainer
-        if trainer is not None and trainer.training:
+        if trainer is not None and trainer.training and not trainer.overfit_batches:  # overfit: no augmentation
             return self.train_views(images, draws), labels
+        if trainer is not None and trainer.overfit_batches:
+            return self.eval_views(images, "center"), labels
         stage = "test" if trainer is not None and trainer.testing else "val"
         return self.eval_views(images, self.protocols[stage]), labels
 
@@ -647,11 +686,16 @@ class ImageNetDataModule(L.LightningDataModule):
         x = self.normalize(images)
         return center_crop(x, self.crop_size) if protocol == "center" else ten_crop(x, self.crop_size)
 
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the images the network receives."""
+        return 3, self.crop_size, self.crop_size
+
     def describe(self) -> dict[str, Any]:
         """What metrics.json records about the data: splits, protocols, classes, skipped images (also in the main
         process of a spawned DDP run, where only prepare_data ran)."""
         samples = self.samples or self._image_samples()
-        names = self.class_names or class_names(self.path)
+        names = self.class_names or class_names(self.path, self.unpacked_root)
         val_dir, train_dir = self.split_dirs["val"], self.split_dirs["train"]
         val = f"{val_dir}/ ({len(samples['val'])} images), {PROTOCOLS[self.protocols['test']]}"
         if self.minival_per_class:

@@ -54,10 +54,10 @@ class AlexNet(nn.Module):
             nn.Flatten(),
             nn.Linear(w5 * 6 * 6, 4096),
             L.activation(activation),
-            nn.Dropout(dropout),
+            L.dropout(dropout),
             nn.Linear(4096, 4096),
             L.activation(activation),
-            nn.Dropout(dropout),
+            L.dropout(dropout),
             nn.Linear(4096, num_classes),
         )
         if init == "paper":

@@ -53,10 +53,10 @@ class AlexNetCIFAR(nn.Module):
             nn.Flatten(),
             nn.Linear(w5 * side * side, 2048),
             L.activation(activation),
-            nn.Dropout(dropout),
+            L.dropout(dropout),
             nn.Linear(2048, 2048),
             L.activation(activation),
-            nn.Dropout(dropout),
+            L.dropout(dropout),
             nn.Linear(2048, num_classes),
         )
 

@@ -115,7 +115,7 @@ class CudaConvnet18pct(nn.Module):
             )
         )
         self.classifier = nn.Sequential(
-            OrderedDict(flatten=nn.Flatten(), dropout=nn.Dropout(dropout), fc10=nn.Linear(64 * 4 * 4, num_classes))
+            OrderedDict(flatten=nn.Flatten(), dropout=L.dropout(dropout), fc10=nn.Linear(64 * 4 * 4, num_classes))
         )
         _cuda_convnet_init(self, init_w or {"conv1": 1e-4, "conv2": 0.01, "conv3": 0.01, "fc10": 0.01})
         self.wc = dict(wc or {"conv1": 0.004, "conv2": 0.004, "conv3": 0.004, "fc10": 1.0})
@@ -191,7 +191,7 @@ class CudaConvnetLocal(nn.Module):
         )
         self.classifier = nn.Sequential(
             OrderedDict(
-                flatten=nn.Flatten(), dropout=nn.Dropout(dropout), fc10=nn.Linear(32 * side[2] ** 2, num_classes)
+                flatten=nn.Flatten(), dropout=L.dropout(dropout), fc10=nn.Linear(32 * side[2] ** 2, num_classes)
             )
         )
         default_init = {"conv1": 1e-4, "conv2": 0.01, "local3": 0.04, "local4": 0.04, "fc10": 0.01}

@@ -145,6 +145,13 @@ class ParamGroup:
     weight_decay: float | None = None
 
 
+def dropout(p: float) -> nn.Dropout:
+    """torch's Dropout, refusing p outside [0, 1) (p = 1 would drop every unit)."""
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"dropout={p} must be in [0, 1): the probability of dropping a unit")
+    return nn.Dropout(p)
+
+
 def activation(kind: Activation) -> nn.Module:
     if kind == "relu":
         return nn.ReLU(inplace=True)
