@@ -7,7 +7,7 @@ import logging
 import pickle
 import re
 import tarfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ from PIL import Image, UnidentifiedImageError
 
 from alexnet_lab.data.common import DataError, atomic_save, fit_progress, global_batch, source_key
 from alexnet_lab.data.loader import TensorBatches
-from alexnet_lab.data.transforms import Normalize
+from alexnet_lab.data.transforms import Normalize, center_crop
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,7 @@ PROTOCOLS = {"center": "centre crop", "ten_crop": "10-crop (4 corners + centre, 
 
 
 Split = tuple[torch.Tensor, torch.Tensor]  # uint8 images (N, 3, 32, 32), int64 labels (N,)
+Batch = tuple[torch.Tensor, torch.Tensor]  # normalised images (N, 3, H, W), int64 labels (N,)
 
 
 # ----------------------------------------------------------------------------------------------- readers
@@ -235,6 +236,8 @@ class CIFAR10DataModule(L.LightningDataModule):
     24x24) and evaluates the centre crop or ten crops (``val_protocol`` / ``test_protocol``).
     """
 
+    test_split = "test"  # the split Lightning's test stage evaluates
+
     def __init__(
         self,
         path: str,
@@ -406,6 +409,32 @@ class CIFAR10DataModule(L.LightningDataModule):
             rank=rank,
             world_size=world_size,
         )
+
+    def plain_batches(self, split: str, device: torch.device, indices: torch.Tensor | None = None) -> Iterator[Batch]:
+        """(normalised centre views, labels) of a split (or of its images at ``indices``), in order, unaugmented:
+        what a trained network is shown for prediction."""
+        images, labels = self.splits[split]
+        if indices is not None:
+            images, labels = images[indices.to(images.device)], labels[indices.to(labels.device)]
+        views = "center" if self.crop_size < 32 else "full"
+        loader = TensorBatches(
+            images, labels, self.eval_batch_size, self.normalize, views=views, crop_size=self.crop_size
+        )
+        for x, y in loader:
+            yield x.to(device), y.to(device)
+
+    def images(self, split: str, indices: torch.Tensor) -> torch.Tensor:
+        """uint8 (N, 3, H, W) of a split's images at ``indices``, as the network sees them (its centre crop)."""
+        return center_crop(self.splits[split][0][indices.to(self.splits[split][0].device)], self.crop_size).cpu()
+
+    def labels(self, split: str, indices: torch.Tensor) -> torch.Tensor:
+        return self.splits[split][1][indices.to(self.splits[split][1].device)].cpu()
+
+    def split_size(self, split: str) -> int:
+        return len(self.splits[split][1])
+
+    def class_names(self) -> list[str]:
+        return list(self.classes)
 
     def train_dataloader(self) -> TensorBatches:
         return self._loader("train", train=True)

@@ -13,7 +13,7 @@ import math
 import multiprocessing
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -313,7 +313,7 @@ def write_class_names(source: Path, target: Path) -> None:
         log.warning("class names unavailable: %s", err)
 
 
-def class_names(*folders: Path) -> dict[str, str]:
+def devkit_names(*folders: Path) -> dict[str, str]:
     """wnid -> human-readable name from the first of ``folders`` holding a devkit ``meta.bin`` (read only)."""
     from torchvision.datasets import imagenet as tv
 
@@ -336,6 +336,8 @@ class ImageNetDataModule(L.LightningDataModule):
     training images of each class, never trained on), which picks the best checkpoint and drives the plateau
     schedule; the val split is evaluated once, at the end, by Lightning's test stage under ``test_protocol``.
     """
+
+    test_split = "val"  # the split Lightning's test stage evaluates: ILSVRC-2012 val
 
     def __init__(
         self,
@@ -407,7 +409,7 @@ class ImageNetDataModule(L.LightningDataModule):
         self.num_workers, self.pin_memory, self.prefetch_factor = num_workers, pin_memory, prefetch_factor
         self.skip_bad_images, self.decode, self.seed = skip_bad_images, decode, seed
         self.classes: list[str] = []
-        self.class_names: dict[str, str] = {}
+        self.class_names_by_wnid: dict[str, str] = {}
         self.samples: dict[str, list[Sample]] = {}
         self.normalize: Normalize | None = None
         self.skipped: set[str] = set()
@@ -553,7 +555,7 @@ class ImageNetDataModule(L.LightningDataModule):
         if self.prepare and not self._prepared_marker().exists():  # setup() without prepare_data() first
             self.prepare_data()
         self.samples = self._image_samples()
-        self.class_names = class_names(self.path, self.unpacked_root)
+        self.class_names_by_wnid = devkit_names(self.path, self.unpacked_root)
         if isinstance(self.mean, str):
             target = self._mean_file(self.samples["train"])
             if not target.exists():
@@ -593,6 +595,39 @@ class ImageNetDataModule(L.LightningDataModule):
             prefetch_factor=self.prefetch_factor if workers > 0 else None,
             progress=lambda: fit_progress(self.trainer),
         )
+
+    def plain_batches(
+        self, split: str, device: torch.device, indices: torch.Tensor | None = None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(normalised centre crops, labels) of a split ("train", "minival" or "val"; or of its images at
+        ``indices``), in order, unaugmented: what a trained network is shown for prediction."""
+        samples = self.samples[split]
+        if indices is not None:
+            samples = [samples[i] for i in indices.tolist()]
+        dataset = ImageFiles(samples, self.image_size, self.crop_size, skip_bad=self.skip_bad_images)
+        loader = DataLoader(
+            dataset, self.eval_batch_size, sampler=[(i, 0) for i in range(len(samples))], collate_fn=collate,
+            num_workers=self._workers(),
+        )  # fmt: skip
+        for images, labels, *_ in loader:
+            if len(labels):
+                yield self.eval_views(images.to(device), "center"), labels.to(device)
+
+    def images(self, split: str, indices: torch.Tensor) -> torch.Tensor:
+        """uint8 (N, 3, crop, crop) of a split's images at ``indices``: the centre crop the network sees."""
+        dataset = ImageFiles(self.samples[split], self.image_size, self.crop_size)
+        return torch.stack([center_crop(dataset[(int(i), 0)][0], self.crop_size) for i in indices])
+
+    def labels(self, split: str, indices: torch.Tensor) -> torch.Tensor:
+        return torch.tensor([self.samples[split][int(i)][1] for i in indices], dtype=torch.int64)
+
+    def split_size(self, split: str) -> int:
+        return len(self.samples[split])
+
+    def class_names(self) -> list[str]:
+        """The devkit's names where it gave them, else the wnids."""
+        names = self.class_names_by_wnid or {}
+        return [names.get(c, c) for c in self.classes]
 
     def train_dataloader(self) -> ResumableLoader:
         return self._loader("train", train=True)
@@ -695,7 +730,7 @@ class ImageNetDataModule(L.LightningDataModule):
         """What metrics.json records about the data: splits, protocols, classes, skipped images (also in the main
         process of a spawned DDP run, where only prepare_data ran)."""
         samples = self.samples or self._image_samples()
-        names = self.class_names or class_names(self.path, self.unpacked_root)
+        names = self.class_names_by_wnid or devkit_names(self.path, self.unpacked_root)
         val_dir, train_dir = self.split_dirs["val"], self.split_dirs["train"]
         val = f"{val_dir}/ ({len(samples['val'])} images), {PROTOCOLS[self.protocols['test']]}"
         if self.minival_per_class:
