@@ -6,7 +6,7 @@ ALEXNET_CIFAR10 ?= $(firstword $(wildcard $(CURDIR)/../shared/data/cifar10-jpeg.
 export ALEXNET_CIFAR10
 ARGS ?= experiment=tutorial_cifar10
 
-.PHONY: setup train test tensorboard clean
+.PHONY: setup train test lint tensorboard clean
 
 $(BIN)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -23,6 +23,10 @@ train: setup  ## train (default: the Keras tutorial's run); pass Hydra overrides
 
 test: setup  ## the test suite (the real-data test runs when ALEXNET_CIFAR10 names an archive)
 	$(BIN)/pytest -q
+
+lint: setup  ## ruff: the checks and the formatting (settings in pyproject.toml; the version is pinned in its test extra)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 tensorboard: setup  ## every run under logs/
 	$(BIN)/tensorboard --logdir logs

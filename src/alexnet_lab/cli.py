@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -131,13 +132,22 @@ for _name, _resolver in (
 # ----------------------------------------------------------------------- command line and overrides
 
 
+def quiet_upstream() -> None:
+    """Silence what Lightning prints on every run that is not about the run: torch's pytree deprecation warning
+    from its internals, and its tips advertising its cloud products."""
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).addFilter(lambda record: not record.getMessage().startswith("💡 Tip"))
+
+
 def prepare_command_line() -> None:
-    """Share the run id with worker processes, and let ``-m``/``--multirun`` stand anywhere
-    (``alexnet-train experiment=x -m seed=1,2``).
+    """Share the run id with worker processes, quieten upstream noise, and let ``-m``/``--multirun`` stand
+    anywhere (``alexnet-train experiment=x -m seed=1,2``).
 
     Hydra's argparse parser stops at the first positional override, so the flag is moved to the front.
     """
     share_run_id()
+    quiet_upstream()
     flags = [a for a in sys.argv[1:] if a in ("-m", "--multirun")]
     if flags:
         sys.argv[1:] = flags[:1] + [a for a in sys.argv[1:] if a not in ("-m", "--multirun")]

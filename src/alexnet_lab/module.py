@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any, TypedDict
 
@@ -161,12 +162,33 @@ class Classifier(L.LightningModule):
                 f"(now {lr:g}) or set trainer.gradient_clip_val"
             )
 
+    def on_train_epoch_start(self) -> None:
+        self._epoch_start = time.perf_counter()
+
     def on_train_epoch_end(self) -> None:
         self._check_finite()
-        self._log_epoch("train", ("loss", "top1_err"))
+        train = self._log_epoch("train", ("loss", "top1_err"))
+        self._print_epoch(train)
         # not logged; callback_metrics is what travels back to the main process from spawned DDP workers
         self.trainer.callback_metrics["progress/epochs"] = torch.tensor(float(self.current_epoch + 1))
         self.trainer.callback_metrics["progress/steps"] = torch.tensor(float(self.global_step))
+
+    def _print_epoch(self, train: dict[str, torch.Tensor]) -> None:
+        """One plain line per epoch for logs without a terminal (SLURM, nohup): the console and the run's log file."""
+        if not self.trainer.is_global_zero or self.trainer.sanity_checking:
+            return
+        val = self.trainer.callback_metrics  # this epoch's validation ran before the training epoch's end
+        shown = f"val top-1 {float(val['val/top1_err']):.2f} %, top-5 {float(val['val/top5_err']):.2f} %, " if (
+            "val/top1_err" in val) else ""  # fmt: skip
+        log.info(
+            "epoch %d/%d: train loss %.4f, train top-1 %.2f %%, %s%.1f s",
+            self.current_epoch + 1,
+            self.trainer.max_epochs,
+            float(train["loss"]),
+            float(train["top1_err"]),
+            shown,
+            time.perf_counter() - getattr(self, "_epoch_start", time.perf_counter()),
+        )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # dropout and any other draw from the global generators continue exactly after a resume; NumPy's state
@@ -195,7 +217,7 @@ class Classifier(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         optimizer = self.build_optimizer()
-        if len(optimizer.param_groups) > 1:
+        if len(optimizer.param_groups) > 1 and self._trainer is not None:  # once, when training starts
             log.info(
                 "per-layer optimizer settings from the network: %s",
                 ", ".join(f"{g['name']} lr {g['lr']:g} wd {g['weight_decay']:g}" for g in optimizer.param_groups),
