@@ -53,7 +53,7 @@ def _sync(device: torch.device) -> None:
 
 def loader(images: torch.Tensor, labels: torch.Tensor, batch_size: int) -> TensorBatches:
     return TensorBatches(images, labels, batch_size, Normalize([0.5] * 3, [0.25] * 3), shuffle=True, drop_last=True,
-                         crop_padding=4, hflip=True, seed=0)  # fmt: skip
+                         crop_padding=4, hflip=True, views="random", seed=0)  # fmt: skip
 
 
 def lightning_path(net: torch.nn.Module, data: TensorBatches, args: argparse.Namespace) -> float:

@@ -400,13 +400,17 @@ def to_markdown(report: Report) -> str:
     name = report.ablation.get("name", report.sweep.name)
     base = report.baseline.label if report.baseline else "-"
     methods = sorted({i.method for row in report.rows for i in row.diffs.values()} - {"one run a side"})
+    # ImageNet runs validate on a minival and evaluate the ILSVRC-2012 val split once, in Lightning's test stage
+    imagenet = report.dataset == "imagenet"
+    test_split = "ILSVRC-2012 val split (test/*: evaluated once at the end)" if imagenet else "test split"
+    val_split = "minival (val/*: held out of train)" if imagenet else "validation split"
     lines = [
         f"# Ablation: {name}",
         "",
         *_budget_line(report),
         (
-            f"Sweep `{report.sweep}`; dataset {report.dataset}. Errors in percent on the test split "
-            f"({report.protocols.get('test', 'one view')}) and the validation split "
+            f"Sweep `{report.sweep}`; dataset {report.dataset}. Errors in percent on the {test_split} "
+            f"({report.protocols.get('test', 'one view')}) and the {val_split} "
             f"({report.protocols.get('val', 'one view')}), mean ± sample std over finished seeds. Δ is variant minus "
             f"baseline ({base}) with a 95 % confidence interval ({' / '.join(methods) or 'none yet'}; paired when the "
             "variants ran the same seeds, which share data order and augmentation draws): positive means the variant "
