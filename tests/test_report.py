@@ -271,6 +271,7 @@ def test_small_budget_says_first_that_it_cannot_decide(tmp_path: Path) -> None:
     ]
     report = build_report(fake_sweep(tmp_path, LRN_CLAIM, jobs, budget="small"))
     markdown = to_markdown(report)
+    assert markdown.splitlines()[0] == "# Ablation: lrn (small budget: cannot decide the paper's claims)"
     assert markdown.splitlines()[2].startswith(
         "**Small budget (3 epochs per run): this sweep cannot decide the paper's claims.**"
     )

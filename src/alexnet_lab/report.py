@@ -404,8 +404,13 @@ def to_markdown(report: Report) -> str:
     imagenet = report.dataset == "imagenet"
     test_split = "ILSVRC-2012 val split (test/*: evaluated once at the end)" if imagenet else "test split"
     val_split = "minival (val/*: held out of train)" if imagenet else "validation split"
+    title = f"# Ablation: {name}"
+    if report.small_budget:
+        title += " (small budget: cannot decide the paper's claims)"
+    elif report.budget:
+        title += f" ({report.budget} budget)"
     lines = [
-        f"# Ablation: {name}",
+        title,
         "",
         *_budget_line(report),
         (
