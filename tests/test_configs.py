@@ -32,7 +32,7 @@ def test_every_option_composes(group: str, compose_train) -> None:
     assert options
     for option in options:
         cfg = compose_train(f"{group}={option}")
-        assert cfg.data.num_classes == (1000 if "imagenet" in option else 10), option
+        assert cfg.data.num_classes is None, option  # follows the data: counted when the run is built
 
 
 def test_every_model_instantiates_with_its_config(compose_train) -> None:
@@ -51,7 +51,7 @@ def test_every_model_instantiates_with_its_config(compose_train) -> None:
         "alexnet_torchvision": 57_044_810,
     }
     for name, params in expected.items():
-        net = instantiate(compose_train(f"model={name}").model)
+        net = instantiate(compose_train(f"model={name}", "data.num_classes=10").model)
         assert sum(p.numel() for p in net.parameters()) == params, name
 
 
@@ -74,7 +74,7 @@ def test_paper_experiment_uses_the_papers_recipe(compose_train) -> None:
 
 def test_imagenet_paper_experiment_is_the_2012_recipe(compose_train) -> None:
     cfg = compose_train("experiment=imagenet_paper")
-    assert cfg.data._target_.endswith("ImageNetDataModule") and cfg.data.num_classes == 1000
+    assert cfg.data._target_.endswith("ImageNetDataModule") and cfg.data.num_classes is None
     assert cfg.model._target_.endswith(".AlexNet") and (cfg.model.groups, cfg.model.norm, cfg.model.init) == (
         2,
         "lrn",
@@ -86,18 +86,18 @@ def test_imagenet_paper_experiment_is_the_2012_recipe(compose_train) -> None:
     assert (cfg.data.resize, cfg.data.image_size, cfg.data.crop_size, cfg.data.train_crop) == (256, 256, 224, "random")
     assert (cfg.data.mean, cfg.data.pca_std, cfg.data.hflip) == ("pixel", 0.1, True)
     assert cfg.data.std == pytest.approx(1 / 255) and cfg.data.test_protocol == "ten_crop"
-    assert sum(p.numel() for p in instantiate(cfg.model).parameters()) == 60_965_224
+    assert sum(p.numel() for p in instantiate(cfg.model, num_classes=1000).parameters()) == 60_965_224
 
 
 def test_imagenet_torchvision_experiment_is_torchvisions_recipe(compose_train) -> None:
-    cfg = compose_train("experiment=imagenet_torchvision", "data.classes=100")
+    cfg = compose_train("experiment=imagenet_torchvision", "data.classes=100", "data.num_classes=100")
     assert cfg.model._target_ == "torchvision.models.alexnet" and cfg.model.num_classes == 100
     assert (cfg.optimizer.lr, cfg.optimizer.momentum, cfg.optimizer.weight_decay) == (0.01, 0.9, 1e-4)
     assert cfg.scheduler._target_.endswith("StepLR") and (cfg.scheduler.step_size, cfg.scheduler.gamma) == (30, 0.1)
     assert (cfg.data.batch_size, cfg.trainer.max_epochs, cfg.data.train_crop) == (256, 90, "random_resized")
     assert list(cfg.data.mean) == [0.485, 0.456, 0.406] and list(cfg.data.std) == [0.229, 0.224, 0.225]
     assert (cfg.data.pca_std, cfg.data.val_protocol, cfg.data.test_protocol) == (0.0, "center", "center")
-    net = instantiate(compose_train("experiment=imagenet_torchvision").model)
+    net = instantiate(compose_train("experiment=imagenet_torchvision", "data.num_classes=1000").model)
     assert sum(p.numel() for p in net.parameters()) == 61_100_840  # torchvision's own count
 
 
@@ -122,15 +122,29 @@ DEBUG = sorted(p.stem for p in (CONF / "debug").glob("*.yaml"))
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 
 
-def build_or_config_error(compose_train, tmp_path: Path, *overrides: str) -> str:
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Generated CIFAR-10 batches and a 3-class ImageNet-style tree, so data.num_classes can follow the data."""
+    from conftest import write_batches, write_jpeg_tree
+
+    root = tmp_path_factory.mktemp("tiny")
+    return {
+        "cifar10": write_batches(root / "cifar", n_train=100, n_test=20).parent,
+        "imagenet": write_jpeg_tree(root / "imagenet", ["n01440764", "n01443537", "n01484850"], train=12, val=2),
+    }
+
+
+def build_or_config_error(compose_train, tiny_data: dict, tmp_path: Path, *overrides: str) -> str:
     """Build DataModule, network, LightningModule, optimizer, scheduler, callbacks and Trainer as alexnet-train
-    does; "built", or the one-line ConfigError it ends with (anything else fails the test)."""
+    does, on tiny generated data; "built", or the one-line ConfigError it ends with (anything else fails)."""
     from omegaconf import open_dict, read_write
 
     from alexnet_lab.cli import ConfigError
     from alexnet_lab.train import build
 
-    cfg = compose_train(*overrides, f"data.path={tmp_path}", f"data.cache_dir={tmp_path / 'cache'}")
+    cfg = compose_train(*overrides)
+    dataset = "imagenet" if cfg.data._target_.endswith("ImageNetDataModule") else "cifar10"
+    cfg = compose_train(*overrides, f"data.path={tiny_data[dataset]}", f"data.cache_dir={tmp_path / 'cache'}")
     with read_write(cfg.hydra), open_dict(cfg.hydra):
         cfg.hydra.runtime.output_dir = str(tmp_path / "run")
     HydraConfig.instance().set_config(cfg)
@@ -144,9 +158,11 @@ def build_or_config_error(compose_train, tmp_path: Path, *overrides: str) -> str
     return "built"
 
 
-def test_every_model_and_data_builds_or_says_why_in_one_line(compose_train, tmp_path: Path) -> None:
+def test_every_model_and_data_builds_or_says_why_in_one_line(compose_train, tiny_data: dict, tmp_path: Path) -> None:
     outcomes = {
-        (m, d): build_or_config_error(compose_train, tmp_path, f"model={m}", f"data={d}") for m in MODELS for d in DATA
+        (m, d): build_or_config_error(compose_train, tiny_data, tmp_path, f"model={m}", f"data={d}")
+        for m in MODELS
+        for d in DATA
     }
     # each network builds with the data it was made for
     for model in ("alexnet", "alexnet_1gpu", "alexnet_torchvision"):
@@ -167,17 +183,15 @@ def test_every_model_and_data_builds_or_says_why_in_one_line(compose_train, tmp_
     )
 
 
-def test_every_debug_option_builds_with_both_datasets(compose_train, tmp_path: Path) -> None:
+def test_every_debug_option_builds_with_both_datasets(compose_train, tiny_data: dict, tmp_path: Path) -> None:
     for data, model in (("cifar10", "cudaconvnet_18pct"), ("imagenet", "alexnet")):
         for debug in DEBUG:
-            assert (
-                build_or_config_error(compose_train, tmp_path, f"data={data}", f"model={model}", f"debug={debug}")
-                == "built"
-            )
+            overrides = (f"data={data}", f"model={model}", f"debug={debug}")
+            assert build_or_config_error(compose_train, tiny_data, tmp_path, *overrides) == "built", overrides
 
 
-def test_every_experiment_builds_or_says_why_in_one_line(compose_train, tmp_path: Path) -> None:
-    outcomes = {e: build_or_config_error(compose_train, tmp_path, f"experiment={e}") for e in EXPERIMENTS}
+def test_every_experiment_builds_or_says_why_in_one_line(compose_train, tiny_data: dict, tmp_path: Path) -> None:
+    outcomes = {e: build_or_config_error(compose_train, tiny_data, tmp_path, f"experiment={e}") for e in EXPERIMENTS}
     gpu = [e for e in EXPERIMENTS if e.startswith("imagenet_")]  # trainer=gpu: this machine may have none
     for experiment, outcome in outcomes.items():
         if experiment in gpu and outcome != "built":

@@ -164,7 +164,7 @@ def test_class_count_mismatch(batches_dir: Path, tmp_path: Path) -> None:
 
 def test_meta_without_label_names_is_corrupt(batches_dir: Path, tmp_path: Path) -> None:
     (batches_dir / "cifar-10-batches-py" / "batches.meta").write_bytes(pickle.dumps({b"other": 1}))
-    with pytest.raises(DataError, match="data has 0 classes"):
+    with pytest.raises(DataError, match="batches.meta: it names no classes"):
         datamodule(batches_dir, tmp_path / "c")
 
 
@@ -194,3 +194,19 @@ def test_bad_normalisation_and_crop_settings_are_named(tmp_path: Path, kwargs: d
     with pytest.raises(DataError) as err:
         CIFAR10DataModule(path=str(tmp_path), cache_dir=str(tmp_path / "c"), **kwargs)
     assert str(err.value).startswith(message)
+
+
+def test_num_classes_follows_the_data(tmp_path: Path) -> None:
+    """A class-folder tree of 3 classes trains without data.num_classes=3; a value that disagrees is refused."""
+    from conftest import hydra_task
+
+    from alexnet_lab.train import build
+
+    tree = write_tree(tmp_path / "three", n_train=60, n_test=15, classes=3)
+    overrides = ["model=cudaconvnet_18pct", f"data.path={tree}", f"data.cache_dir={tmp_path / 'c'}", "data.val_size=6"]
+    with hydra_task("train", overrides, tmp_path / "run") as cfg:
+        _, module, _ = build(cfg)
+        assert cfg.data.num_classes == 3 and module.net.classifier.fc10.out_features == 3
+        assert module.hparams.run_config["data"]["num_classes"] == 3  # recorded in checkpoints as counted
+    with pytest.raises(DataError, match="data has 3 classes, data.num_classes is 10; fix one"):
+        datamodule(tree, tmp_path / "c2", num_classes=10)

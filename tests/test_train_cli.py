@@ -125,7 +125,9 @@ def test_eval_refuses_data_with_another_class_count(trained: dict) -> None:
     args = [f"ckpt_path={record['best']['ckpt_path']}", f"data.path={three}", f"data.cache_dir={trained['tmp']}/c3"]
     proc = run_cli("alexnet-eval", *args, env=trained["env"], cwd=trained["tmp"], check=False)
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1] == "error: data has 3 classes, data.num_classes is 10; fix one"
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "error: data has 3 classes, data.num_classes is 10; fix one, or set data.num_classes=null to follow the data"
+    )
 
 
 def test_eval_refuses_a_missing_checkpoint(trained: dict) -> None:

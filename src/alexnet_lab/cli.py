@@ -107,18 +107,10 @@ def hydra_subdir_for(ckpt_path: str | None, output_dir: str | None = None) -> st
     return ".hydra"
 
 
-def class_count(classes: int | list[str] | None) -> int:
-    """``data.classes`` as a number of classes: all 1000 of ImageNet for null, n for n, the length of a list."""
-    if classes is None:
-        return 1000
-    return classes if isinstance(classes, int) else len(classes)
-
-
-# Resolvers the configs use: ${run_id:}, ${swept:...}, ${run_dir_for:...}, ${hydra_subdir_for:...},
-# ${class_count:...} and ${cwd:}, the start directory (unlike ${hydra:runtime.cwd} it resolves before Hydra sets up
+# Resolvers the configs use: ${run_id:}, ${swept:...}, ${run_dir_for:...}, ${hydra_subdir_for:...}
+# and ${cwd:}, the start directory (unlike ${hydra:runtime.cwd} it resolves before Hydra sets up
 # a multirun).
 for _name, _resolver in (
-    ("class_count", class_count),
     ("run_id", lambda: RUN_ID),
     ("swept", swept_overrides),
     ("run_dir_for", run_dir_for),

@@ -40,6 +40,8 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, Classifier, L.Trainer
             f"use a multiple of {devices * nodes}"
         )
     datamodule = cli.build_node(cfg, "data")
+    if cfg.data.get("num_classes") is None:  # follow the data: count its classes (decoding or listing it, once)
+        cfg.data.num_classes = datamodule.num_classes = datamodule.count_classes()
     net = cli.build_node(cfg, "model")
     check_input(net, datamodule.input_shape, cfg)  # before compile=true compiles it
     run_config = OmegaConf.to_container(cfg, resolve=True)

@@ -92,6 +92,10 @@ def _decode_batches(files: dict[str, bytes], where: str) -> dict:
         splits["test" if name == "test_batch" else "train"].append((images, labels))
     meta = _unpickle(files["batches.meta"], f"{where}/batches.meta")
     classes = [c.decode() for c in meta.get(b"label_names", [])]
+    if not classes:
+        raise DataError(
+            f"corrupt CIFAR-10 batch file {where}/batches.meta: it names no classes (label_names); re-extract it"
+        )
     return _assemble(splits, classes)
 
 
@@ -243,7 +247,7 @@ class CIFAR10DataModule(L.LightningDataModule):
         path: str,
         cache_dir: str,
         download: bool = False,
-        num_classes: int = 10,
+        num_classes: int | None = None,
         batch_size: int = 128,
         eval_batch_size: int | None = None,
         val_size: int = 5000,
@@ -322,6 +326,10 @@ class CIFAR10DataModule(L.LightningDataModule):
         data["source"] = str(source)
         atomic_save(data, cache)
 
+    def count_classes(self) -> int:
+        """The number of classes the data holds (decoding it into the cache first, once)."""
+        return len(self._load_cache()["classes"])
+
     def _load_cache(self) -> dict:
         cache = self.cache_path()
         if not cache.exists():
@@ -338,8 +346,12 @@ class CIFAR10DataModule(L.LightningDataModule):
             return
         data = self._load_cache()
         self.classes = list(data["classes"])
-        if len(self.classes) != self.num_classes:
-            raise DataError(f"data has {len(self.classes)} classes, data.num_classes is {self.num_classes}; fix one")
+        if self.num_classes is not None and len(self.classes) != self.num_classes:
+            raise DataError(
+                f"data has {len(self.classes)} classes, data.num_classes is {self.num_classes}; fix one, or set "
+                "data.num_classes=null to follow the data"
+            )
+        self.num_classes = len(self.classes)
         train_x, train_y = data["train_images"], data["train_labels"]
         n = len(train_y)
         if not 0 <= self.val_size < n:

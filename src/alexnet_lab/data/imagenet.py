@@ -343,7 +343,7 @@ class ImageNetDataModule(L.LightningDataModule):
         self,
         path: str,
         cache_dir: str,
-        num_classes: int = 1000,
+        num_classes: int | None = None,
         classes: int | list[str] | None = None,
         max_per_class: int | None = None,
         max_val_per_class: int | None = None,
@@ -444,16 +444,25 @@ class ImageNetDataModule(L.LightningDataModule):
         if not available:
             raise DataError(f"{train} holds no class folders; point data.path at a train/<wnid>/ + val/<wnid>/ tree")
         self.classes = pick_classes(available, self.classes_arg)
-        if len(self.classes) != self.num_classes:
+        if self.num_classes is not None and len(self.classes) != self.num_classes:
             raise DataError(
-                f"{len(self.classes)} classes selected, data.num_classes is {self.num_classes}; set data.classes or data.num_classes"
+                f"{len(self.classes)} classes selected, data.num_classes is {self.num_classes}; set data.classes, or "
+                "data.num_classes (null follows the data)"
             )
+        self.num_classes = len(self.classes)
         train_samples, minival = list_split(train, self.classes, self.max_per_class, self.minival_per_class)
         return {
             "train": train_samples,
             "minival": minival,
             "val": list_split(root / self.split_dirs["val"], self.classes, self.max_val_per_class)[0],
         }
+
+    def count_classes(self) -> int:
+        """The number of classes selected (unpacking official archives first, once)."""
+        if self.root == self.unpacked_root:
+            unpack_archives(self.path, self.unpacked_root, list(self.split_dirs.values()))
+        self._listing()
+        return len(self.classes)
 
     def _in_prepared(self, path: str) -> str:
         return str(self.prepared_root / Path(path).relative_to(self.root))
