@@ -155,8 +155,9 @@ def hydra_task(config_name: str, overrides: list[str], run_dir: Path) -> Iterato
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict, read_write
 
-    import alexnet_lab.cli  # noqa: F401  (the resolvers)
+    from alexnet_lab.cli import register_resolvers
 
+    register_resolvers()
     GlobalHydra.instance().clear()
     try:
         with initialize_config_module(config_module="alexnet_lab.conf", version_base="1.3"):

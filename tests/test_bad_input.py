@@ -42,6 +42,7 @@ def test_bad_overrides(override: str, code: int, message: str, cli_env: dict, tm
 @pytest.fixture
 def composed():
     """Compose train.yaml with overrides in this process, as the console script would (no subprocess)."""
+    cli.register_resolvers()
     GlobalHydra.instance().clear()
     with initialize_config_module(config_module="alexnet_lab.conf", version_base="1.3"):
 
@@ -119,7 +120,7 @@ def test_values_a_library_refuses_become_one_line_naming_the_key(
 
     from alexnet_lab.train import build
 
-    cfg = composed(*overrides, f"data.path={tmp_path}", f"data.cache_dir={tmp_path}")
+    cfg = composed(*overrides, f"data.path={tmp_path}", f"data.cache_dir={tmp_path}", "data.num_classes=10")
     with read_write(cfg.hydra), open_dict(cfg.hydra):
         cfg.hydra.runtime.output_dir = str(tmp_path)
     HydraConfig.instance().set_config(cfg)

@@ -11,13 +11,14 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-import alexnet_lab.cli  # noqa: F401  (registers the resolvers the configs use)
+from alexnet_lab.cli import register_resolvers
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 @pytest.fixture
 def compose_train():
+    register_resolvers()
     GlobalHydra.instance().clear()
     with initialize_config_module(config_module="alexnet_lab.conf", version_base="1.3"):
         yield lambda *overrides: compose(config_name="train", overrides=list(overrides), return_hydra_config=True)

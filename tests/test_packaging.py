@@ -58,3 +58,18 @@ def test_wheel_ships_the_configs_and_runs_outside_the_checkout(tmp_path: Path) -
     assert "test/top1_err" in proc.stdout
     # runs go to logs/ under the directory the command was started in
     assert list((elsewhere / "logs" / "train" / "runs").glob("*/metrics.json"))
+
+
+def test_importing_the_package_has_no_side_effects() -> None:
+    """Tests and notebooks import the package freely: no resolver registered, no run id decided or exported."""
+    code = (
+        "import os; from omegaconf import OmegaConf; import alexnet_lab, alexnet_lab.cli as cli, alexnet_lab.report;"
+        "import alexnet_lab.module, alexnet_lab.data, alexnet_lab.models;"
+        "assert not OmegaConf.has_resolver('run_dir_for') and not OmegaConf.has_resolver('run_id');"
+        "assert 'ALEXNET_RUN_ID' not in os.environ and cli._run_id is None; print('clean')"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "ALEXNET_RUN_ID"}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert proc.stdout.strip() == "clean", proc.stderr[-2000:]

@@ -42,17 +42,25 @@ USER_ERRORS = (ConfigError, DataError, TrainingDiverged, CheckpointWriteError)
 # ----------------------------------------------------------------------------- run ids and run dirs
 
 
-# One id per command: a timestamp plus random hex, so two runs started in the same second never share a dir.
-# Worker processes of that command (joblib launcher, spawned DDP) adopt their parent's id through the environment.
-_PARENT = os.environ.get("ALEXNET_RUN_ID", "").partition(":")
-RUN_ID = (
-    _PARENT[2] if _PARENT[0] == str(os.getppid()) else f"{time.strftime('%Y-%m-%d_%H-%M-%S')}_{secrets.token_hex(3)}"
-)
+_run_id: str | None = None
+
+
+def run_id() -> str:
+    """One id per command, decided on first use: a timestamp plus random hex, so two runs started in the same
+    second never share a dir. Worker processes of that command (joblib launcher, spawned DDP) adopt their
+    parent's id through the environment (see :func:`share_run_id`)."""
+    global _run_id
+    if _run_id is None:
+        parent, _, shared = os.environ.get("ALEXNET_RUN_ID", "").partition(":")
+        _run_id = (
+            shared if parent == str(os.getppid()) else f"{time.strftime('%Y-%m-%d_%H-%M-%S')}_{secrets.token_hex(3)}"
+        )
+    return _run_id
 
 
 def share_run_id() -> None:
     """Called by the console scripts: lets this command's worker processes resolve the same run dirs."""
-    os.environ["ALEXNET_RUN_ID"] = f"{os.getpid()}:{RUN_ID}"
+    os.environ["ALEXNET_RUN_ID"] = f"{os.getpid()}:{run_id()}"
 
 
 def swept_overrides(task_overrides: ListConfig | list[str], sweeper_params: DictConfig | None = None) -> str:
@@ -94,31 +102,33 @@ def run_dir_for(runs: str, name: str | None, ckpt_path: str | None, run_dir: str
             return str(Path(run_dir).expanduser().resolve())
         if name and (found := newest_run(Path(runs), name)):
             return str(found)
-    return f"{runs}/{RUN_ID}" + (f"_{name}" if name else "")
+    return f"{runs}/{run_id()}" + (f"_{name}" if name else "")
 
 
 def hydra_subdir_for(ckpt_path: str | None, output_dir: str | None = None) -> str:
     """Where Hydra saves the composed config: a resumed run, or a sweep job started again in a dir that already
     holds a run, keeps its original .hydra/ as it was and adds a subfolder."""
     if ckpt_path == "last":
-        return f".hydra/resume_{RUN_ID}"
+        return f".hydra/resume_{run_id()}"
     if output_dir and (Path(output_dir) / "metrics.json").exists():
-        return f".hydra/rerun_{RUN_ID}"
+        return f".hydra/rerun_{run_id()}"
     return ".hydra"
 
 
-# Resolvers the configs use: ${run_id:}, ${swept:...}, ${run_dir_for:...}, ${hydra_subdir_for:...}
-# and ${cwd:}, the start directory (unlike ${hydra:runtime.cwd} it resolves before Hydra sets up
-# a multirun).
-for _name, _resolver in (
-    ("run_id", lambda: RUN_ID),
-    ("swept", swept_overrides),
-    ("run_dir_for", run_dir_for),
-    ("hydra_subdir_for", hydra_subdir_for),
-    ("cwd", os.getcwd),
-):
-    if not OmegaConf.has_resolver(_name):
-        OmegaConf.register_new_resolver(_name, _resolver)
+def register_resolvers() -> None:
+    """The resolvers the configs use: ${run_id:}, ${swept:...}, ${run_dir_for:...}, ${hydra_subdir_for:...} and
+    ${cwd:}, the start directory (unlike ${hydra:runtime.cwd} it resolves before Hydra sets up a multirun).
+    Called by the console scripts (and by whoever composes the configs in-process); importing this module has
+    no such side effect."""
+    for name, resolver in (
+        ("run_id", run_id),
+        ("swept", swept_overrides),
+        ("run_dir_for", run_dir_for),
+        ("hydra_subdir_for", hydra_subdir_for),
+        ("cwd", os.getcwd),
+    ):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver)
 
 
 # ----------------------------------------------------------------------- command line and overrides
@@ -133,12 +143,13 @@ def quiet_upstream() -> None:
 
 
 def prepare_command_line() -> None:
-    """Share the run id with worker processes, quieten upstream noise, and let ``-m``/``--multirun`` stand
-    anywhere (``alexnet-train experiment=x -m seed=1,2``).
+    """Share the run id with worker processes, register the config resolvers, quieten upstream noise, and let
+    ``-m``/``--multirun`` stand anywhere (``alexnet-train experiment=x -m seed=1,2``).
 
     Hydra's argparse parser stops at the first positional override, so the flag is moved to the front.
     """
     share_run_id()
+    register_resolvers()
     quiet_upstream()
     flags = [a for a in sys.argv[1:] if a in ("-m", "--multirun")]
     if flags:

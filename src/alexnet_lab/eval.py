@@ -17,6 +17,10 @@ from alexnet_lab.module import Classifier
 
 log = logging.getLogger(__name__)
 
+# the config's resolvers, here and not in cli: a multirun's worker processes (joblib launcher) import this entry
+# point to unpickle the task and resolve their run dirs before it runs
+cli.register_resolvers()
+
 
 def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     cli.check_override_types(cfg)

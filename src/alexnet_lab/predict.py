@@ -30,6 +30,10 @@ from alexnet_lab.neighbours import nearest, penultimate
 
 log = logging.getLogger(__name__)
 
+# the config's resolvers, here and not in cli: a multirun's worker processes (joblib launcher) import this entry
+# point to unpickle the task and resolve their run dirs before it runs
+cli.register_resolvers()
+
 
 def spread(n: int, count: int) -> torch.Tensor:
     """``count`` indices spread evenly over ``range(n)`` (deterministic, so two runs show the same images)."""

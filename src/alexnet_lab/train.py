@@ -26,6 +26,10 @@ from alexnet_lab.module import Classifier
 
 log = logging.getLogger(__name__)
 
+# the config's resolvers, here and not in cli: a multirun's worker processes (joblib launcher) import this entry
+# point to unpickle the task and resolve their run dirs before it runs
+cli.register_resolvers()
+
 FINAL_METRICS = ("val/top1_err", "val/top5_err", "test/top1_err", "test/top5_err")
 
 
