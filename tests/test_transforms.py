@@ -4,30 +4,29 @@ from __future__ import annotations
 
 import torch
 
-from alexnet_lab.data import Normalize, TensorBatches, random_crop, random_hflip
+from alexnet_lab.data import Normalize, TensorBatches
 from alexnet_lab.data.loader import derived_seed
-from alexnet_lab.data.transforms import crop_offsets
+from alexnet_lab.data.transforms import crop_offsets, flip_draws
 
 
-def test_random_crop_matches_a_per_image_reference() -> None:
+def test_training_crops_and_flips_match_a_per_image_reference() -> None:
+    """The loader's batched augmentation, image by image: zero-pad by 2, cut the drawn 8x8 window, mirror the drawn
+    half; the draws come from (seed, epoch, batch) alone."""
     x = torch.randint(0, 256, (64, 3, 8, 8), dtype=torch.uint8)
-    got = random_crop(x, 2, torch.Generator().manual_seed(3))
-    offsets = crop_offsets(64, 4, torch.Generator().manual_seed(3))  # the same draws (4 = 2 * padding to spare)
+    loader = TensorBatches(x, torch.arange(64), 64, Normalize(), views="random", crop_padding=2, hflip=True, seed=3)
+    ((got, ids),) = list(loader)
+    gen = torch.Generator().manual_seed(derived_seed(3, 0, 0))  # seed 3, epoch 0, batch 0
+    offsets, flips = crop_offsets(64, 4, gen), flip_draws(64, gen)
     assert offsets.min() == 0 and offsets.max() == 4  # all 2 * padding + 1 offsets occur in 128 draws
+    assert 15 < int(flips.sum()) < 49
     for i in range(64):
         padded = torch.zeros(3, 12, 12, dtype=torch.uint8)
         padded[:, 2:10, 2:10] = x[i]
         top, left = offsets[i].tolist()
-        assert torch.equal(got[i], padded[:, top : top + 8, left : left + 8]), i
-
-
-def test_random_hflip_matches_a_per_image_reference() -> None:
-    x = torch.randint(0, 256, (200, 3, 4, 5), dtype=torch.uint8)
-    got = random_hflip(x, torch.Generator().manual_seed(7))
-    flip = torch.rand(200, generator=torch.Generator().manual_seed(7)) < 0.5
-    assert 70 < int(flip.sum()) < 130
-    for i in range(200):
-        assert torch.equal(got[i], x[i].flip(-1) if flip[i] else x[i])
+        want = padded[:, top : top + 8, left : left + 8]
+        want = want.flip(-1) if flips[i] else want
+        assert torch.equal((got[i] * 255).round().to(torch.uint8), want), i
+    assert torch.equal(ids, torch.arange(64))
 
 
 def test_normalize() -> None:

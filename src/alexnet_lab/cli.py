@@ -27,6 +27,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from alexnet_lab.checkpointing import CheckpointWriteError, UnsafeCheckpoint, safe_load
 from alexnet_lab.data import DataError
+from alexnet_lab.files import atomic_write
 from alexnet_lab.module import TrainingDiverged
 
 log = logging.getLogger(__name__)
@@ -375,9 +376,8 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def write_json(path: Path, obj: Any) -> None:
     """Write JSON atomically: a crash leaves the old file or the new one, never half of one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
-    os.replace(tmp, path)
+    text = json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n"
+    atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def one_line(err: BaseException) -> str:

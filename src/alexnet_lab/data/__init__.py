@@ -4,7 +4,7 @@ from alexnet_lab.data.cifar10 import CIFAR10DataModule
 from alexnet_lab.data.common import DataError
 from alexnet_lab.data.imagenet import ImageNetDataModule
 from alexnet_lab.data.loader import TensorBatches
-from alexnet_lab.data.transforms import Normalize, random_crop, random_hflip
+from alexnet_lab.data.transforms import Normalize
 
 __all__ = [
     "CIFAR10DataModule",
@@ -12,6 +12,4 @@ __all__ = [
     "ImageNetDataModule",
     "Normalize",
     "TensorBatches",
-    "random_crop",
-    "random_hflip",
 ]

@@ -16,7 +16,15 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from alexnet_lab.data.common import DataError, atomic_save, fit_progress, global_batch, source_key
+from alexnet_lab.data.common import (
+    PROTOCOLS,
+    DataError,
+    atomic_save,
+    check_protocols,
+    fit_progress,
+    global_batch,
+    source_key,
+)
 from alexnet_lab.data.loader import TensorBatches
 from alexnet_lab.data.transforms import Normalize, center_crop
 
@@ -26,7 +34,6 @@ BATCHES_DIR = "cifar-10-batches-py"
 BATCH_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 CACHE_VERSION = 1
-PROTOCOLS = {"center": "centre crop", "ten_crop": "10-crop (4 corners + centre, each mirrored; softmax averaged)"}
 
 
 Split = tuple[torch.Tensor, torch.Tensor]  # uint8 images (N, 3, 32, 32), int64 labels (N,)
@@ -282,10 +289,7 @@ class CIFAR10DataModule(L.LightningDataModule):
         if (mean is None) != (std is None):
             raise DataError("data.mean and data.std go together: set both, or both to null (x / 255 only)")
         self.mean, self.std = mean, std
-        for key, protocol in (("val_protocol", val_protocol), ("test_protocol", test_protocol)):
-            if protocol not in PROTOCOLS:
-                raise DataError(f"data.{key}={protocol!r}: use one of {', '.join(PROTOCOLS)}")
-        self.protocols = {"val": val_protocol, "test": test_protocol}
+        self.protocols = check_protocols(val_protocol, test_protocol)
         self.normalize = Normalize()
         self.classes: list[str] = []
         self.splits: dict[str, Split] = {}

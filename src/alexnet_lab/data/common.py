@@ -15,6 +15,18 @@ class DataError(RuntimeError):
     """Data that cannot be found or read; the message names the thing and the fix."""
 
 
+# evaluation views: data.val_protocol / data.test_protocol, and how metrics.json names them
+PROTOCOLS = {"center": "centre crop", "ten_crop": "10-crop (4 corners + centre, each mirrored; softmax averaged)"}
+
+
+def check_protocols(val_protocol: str, test_protocol: str) -> dict[str, str]:
+    """{"val": ..., "test": ...}, or a one-line error naming the key."""
+    for key, value in (("val_protocol", val_protocol), ("test_protocol", test_protocol)):
+        if value not in PROTOCOLS:
+            raise DataError(f"data.{key}={value!r}: use one of {', '.join(PROTOCOLS)}")
+    return {"val": val_protocol, "test": test_protocol}
+
+
 def source_key(*parts: object) -> str:
     """A short stable hex key for a data source and the settings a cache made from it depends on."""
     return hashlib.sha1("|".join(map(str, parts)).encode()).hexdigest()[:10]

@@ -25,7 +25,15 @@ from torchvision.io import ImageReadMode, decode_jpeg, read_file
 from torchvision.transforms import RandomResizedCrop
 from torchvision.transforms.v2.functional import resize, resized_crop
 
-from alexnet_lab.data.common import DataError, atomic_save, fit_progress, global_batch, source_key
+from alexnet_lab.data.common import (
+    PROTOCOLS,
+    DataError,
+    atomic_save,
+    check_protocols,
+    fit_progress,
+    global_batch,
+    source_key,
+)
 from alexnet_lab.data.loader import EpochSampler, derived_seed
 from alexnet_lab.data.transforms import Normalize, center_crop, hflip, pca_lighting, ten_crop, windows
 from alexnet_lab.files import atomic_write
@@ -39,7 +47,6 @@ ARCHIVES = {
 }
 META_FILE = "meta.bin"  # what torchvision writes from the devkit: wnid -> class names, and the val labels
 IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png"}
-PROTOCOLS = {"center": "centre crop", "ten_crop": "10-crop (4 corners + centre, each mirrored; softmax averaged)"}
 Sample = tuple[str, int]  # image path, label
 DRAWS = 10  # per-image augmentation numbers, see ImageFiles
 
@@ -378,9 +385,6 @@ class ImageNetDataModule(L.LightningDataModule):
             raise DataError(f"data.decode={decode!r}: use cpu (worker processes) or cuda (nvjpeg on the GPU)")
         if train_crop not in ("random", "random_resized"):
             raise DataError(f"data.train_crop={train_crop!r}: use random (the paper) or random_resized (torchvision)")
-        for key, value in (("val_protocol", val_protocol), ("test_protocol", test_protocol)):
-            if value not in PROTOCOLS:
-                raise DataError(f"data.{key}={value!r}: use one of {', '.join(PROTOCOLS)}")
         if mean == "pixel" and train_crop == "random_resized":
             raise DataError(
                 "data.mean=pixel needs data.train_crop=random (a mean image fits 256x256 inputs only); use mean=channel"
@@ -404,7 +408,7 @@ class ImageNetDataModule(L.LightningDataModule):
         self.train_crop, self.hflip, self.pca_std = train_crop, hflip, pca_std
         self.pca = (torch.tensor(pca_eigval or [0.0] * 3), torch.tensor(pca_eigvec or [[0.0] * 3] * 3))
         self.mean, self.std, self.mean_images = mean, std, mean_images
-        self.protocols = {"val": val_protocol, "test": test_protocol}
+        self.protocols = check_protocols(val_protocol, test_protocol)
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
         self.num_workers, self.pin_memory, self.prefetch_factor = num_workers, pin_memory, prefetch_factor
         self.skip_bad_images, self.decode, self.seed = skip_bad_images, decode, seed

@@ -41,16 +41,6 @@ def flip_draws(n: int, generator: torch.Generator) -> torch.Tensor:
     return torch.rand(n, generator=generator, device=generator.device) < 0.5
 
 
-def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
-    """One random crop of the zero-padded image per image of the batch."""
-    return crop(x, padding, crop_offsets(x.shape[0], 2 * padding, generator))
-
-
-def random_hflip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Mirror each image left-right with probability 1/2."""
-    return hflip(x, flip_draws(x.shape[0], generator))
-
-
 def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
     """The central ``size`` x ``size`` window of every image, placed as torchvision's CenterCrop places it."""
     top, left = round((x.shape[-2] - size) / 2), round((x.shape[-1] - size) / 2)
