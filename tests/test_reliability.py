@@ -97,7 +97,7 @@ def test_sigterm_saves_a_checkpoint_and_resume_matches(lab: dict) -> None:
     )
     stopped = record(lab["tmp"], "preempted")
     assert stopped["status"] == "interrupted" and 18 <= stopped["steps"] < lab["reference"]["steps"]
-    ckpt = torch.load(folder / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    ckpt = torch.load(folder / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == stopped["steps"]
     run_cli("alexnet-train", "ckpt_path=last", "name=preempted", env=lab["env"], cwd=lab["tmp"])
     assert_same_results(record(lab["tmp"], "preempted"), lab["reference"])
@@ -109,7 +109,7 @@ def test_last_ckpt_is_the_newest_epoch_even_when_it_is_not_the_best(lab: dict) -
     run_cli("alexnet-train", *RUN, "name=worst", "callbacks.model_checkpoint.mode=max", "data.val_size=0",
             "test_ckpt=last", env=lab["env"], cwd=lab["tmp"])  # fmt: skip
     folder, result = run_dir(lab["tmp"], "worst"), record(lab["tmp"], "worst")
-    last = torch.load(folder / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    last = torch.load(folder / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     (best,) = [p for p in (folder / "checkpoints").glob("epoch*.ckpt")]
     assert last["epoch"] == 2 and last["global_step"] == result["steps"] == 3 * 20  # the third and final epoch
     assert best.name.startswith("epoch000-")  # the "best" (worst) checkpoint is kept as before
@@ -242,16 +242,18 @@ def test_unwritable_log_dir(lab: dict, tmp_path: Path) -> None:
 
 
 def test_full_disk_while_checkpointing(lab: dict, tmp_path: Path) -> None:
-    # every checkpoint costs two fsyncs (file and folder); the fifth fsync (second epoch's first save) hits a full disk
+    # the disk fills up during the third checkpoint write (the second epoch's first save), halfway through the file
     (tmp_path / "sitecustomize.py").write_text(
-        "import errno, os\n"
-        "_real, _calls = os.fsync, [0]\n"
-        "def fsync(fd):\n"
-        "    _calls[0] += 1\n"
-        "    if _calls[0] > 4:\n"
-        "        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))\n"
-        "    return _real(fd)\n"
-        "os.fsync = fsync\n"
+        "import errno, os, torch\n"
+        "_real, _calls = torch.save, [0]\n"
+        "def save(obj, f, *args, **kwargs):\n"
+        "    if '.ckpt.' in str(getattr(f, 'name', f)):\n"
+        "        _calls[0] += 1\n"
+        "        if _calls[0] == 3:\n"
+        "            f.write(b'half a checkpoint')\n"
+        "            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))\n"
+        "    return _real(obj, f, *args, **kwargs)\n"
+        "torch.save = save\n"
     )
     env = dict(lab["env"], PYTHONPATH=str(tmp_path))
     proc = run_cli("alexnet-train", *RUN, "name=fulldisk", env=env, cwd=lab["tmp"], check=False)
@@ -263,7 +265,7 @@ def test_full_disk_while_checkpointing(lab: dict, tmp_path: Path) -> None:
     files = sorted(p.name for p in (folder / "checkpoints").iterdir())
     assert "last.ckpt" in files and not any(f.endswith(".tmp") for f in files)
     for name in files:  # the first epoch's checkpoints are whole and loadable
-        assert torch.load(folder / "checkpoints" / name, map_location="cpu", weights_only=False)["epoch"] == 0
+        assert torch.load(folder / "checkpoints" / name, map_location="cpu", weights_only=True)["epoch"] == 0
     assert record(lab["tmp"], "fulldisk")["status"] == "failed"
 
 

@@ -173,6 +173,6 @@ def test_no_seed_draws_one_and_records_it(cli_env: dict, tmp_path: Path) -> None
     record = json.loads((run_dir / "metrics.json").read_text())
     assert isinstance(record["seed"], int) and 0 <= record["seed"] < 2**31
     # the checkpoint carries the drawn seed too, so a resume reuses it
-    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["hyper_parameters"]["run_config"]["seed"] == record["seed"]
     assert not any(k.startswith("test/") for k in record["final"])
