@@ -287,7 +287,8 @@ def previous_attempt(cfg: DictConfig, run_dir: Path) -> tuple[dict | None, Path 
     ``hydra.sweep.dir``): ``(record, None)``: it finished with this config, keep it; ``(None, last.ckpt)``: it
     was interrupted, resume it; ``(None, None)``: nothing there, or it failed: run it from the start.
 
-    A drawn seed is taken over from the earlier attempt; a record of another config is refused.
+    A drawn seed is taken over from the earlier attempt; a finished or interrupted run of another config is
+    refused (a failed one is simply run again).
     """
     path = run_dir / "metrics.json"
     if not path.is_file():
@@ -295,6 +296,9 @@ def previous_attempt(cfg: DictConfig, run_dir: Path) -> tuple[dict | None, Path 
     record = json.loads(path.read_text())
     if cfg.seed is None and isinstance(record.get("seed"), int):
         cfg.seed = record["seed"]
+    if record.get("status") == "failed":  # no result to keep: run it again from the start, whatever its config
+        _clear_attempt(run_dir)
+        return None, None
     if record.get("fingerprint") != config_fingerprint(cfg):
         raise ConfigError(
             f"job dir {run_dir} holds a run of another config ({record.get('status', 'unknown')}); start the sweep "
@@ -305,9 +309,15 @@ def previous_attempt(cfg: DictConfig, run_dir: Path) -> tuple[dict | None, Path 
         return record, None
     if record.get("status") in ("running", "interrupted") and last.is_file():
         return None, last
-    for stale in [run_dir / "checkpoints", *run_dir.glob("events.out.tfevents.*")]:  # a failed attempt's files
-        shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+    _clear_attempt(run_dir)
     return None, None
+
+
+def _clear_attempt(run_dir: Path) -> None:
+    """Remove an attempt that left no result (failed, or stopped before its first checkpoint): its checkpoints and
+    TensorBoard events, so the new attempt's curves start clean."""
+    for stale in [run_dir / "checkpoints", *run_dir.glob("events.out.tfevents.*")]:
+        shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -402,7 +412,8 @@ def run_guarded(task: Callable[[DictConfig, Path], dict], cfg: DictConfig) -> di
         return task(cfg, run_dir)
     except Exception as err:
         user_error = isinstance(err, USER_ERRORS)
-        message = one_line(err) if user_error else f"{type(err).__name__}: {err}".splitlines()[0]
+        cause = _root_cause(err)  # not Hydra's "Error in call to target ..." wrapper line
+        message = one_line(err) if user_error else f"{type(cause).__name__}: {cause}".strip().splitlines()[0]
         if multirun:
             log.exception("job failed, the sweep goes on: %s", message)
             _record_failure(run_dir, message)

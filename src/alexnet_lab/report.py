@@ -55,6 +55,7 @@ class Job:
         """``metric`` per epoch from the job's TensorBoard events (empty if it logged none)."""
         from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+        logging.getLogger("tensorboard").setLevel(logging.WARNING)  # not a line per event file it opens
         events = EventAccumulator(str(self.path), size_guidance={"scalars": 0})
         events.Reload()
         if metric not in events.Tags()["scalars"]:
