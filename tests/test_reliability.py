@@ -304,3 +304,26 @@ def test_ddp_on_cpu_inside_a_multirun_agrees_with_one_process(lab: dict) -> None
         assert ddp["final"][key] == pytest.approx(one["final"][key], abs=1e-4), key
     for key in ("train/top1_err", "val/top1_err", "test/top1_err", "val/top5_err"):
         assert ddp["final"][key] == pytest.approx(one["final"][key], abs=1.0), key  # at most one image in 100
+
+
+def test_a_failed_sweep_job_runs_again_from_the_start_whatever_its_config(tmp_path: Path) -> None:
+    from omegaconf import OmegaConf
+
+    from alexnet_lab.cli import ConfigError, config_fingerprint, previous_attempt
+
+    job = tmp_path / "3_seed=4"
+    (job / "checkpoints").mkdir(parents=True)
+    (job / "checkpoints" / "last.ckpt").write_bytes(b"from the failed attempt")
+    (job / "events.out.tfevents.1.host.1.0").write_bytes(b"curves of the failed attempt")
+    cfg = OmegaConf.create({"seed": 4, "model": {"norm": "rnorm"}})
+    (job / "metrics.json").write_text(json.dumps({"status": "failed", "seed": 4, "fingerprint": "another config"}))
+    assert previous_attempt(cfg, job) == (None, None)
+    assert not (job / "checkpoints").exists() and not list(job.glob("events.out.tfevents.*"))
+    # a finished run is kept only for the same config; of another config, it is refused, not overwritten
+    (job / "metrics.json").write_text(
+        json.dumps({"status": "finished", "seed": 4, "fingerprint": config_fingerprint(cfg)})
+    )
+    assert previous_attempt(cfg, job)[0]["status"] == "finished"
+    cfg.model.norm = "none"
+    with pytest.raises(ConfigError, match="holds a run of another config"):
+        previous_attempt(cfg, job)
