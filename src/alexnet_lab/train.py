@@ -136,6 +136,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     seed = cfg.seed if cfg.seed is not None else random.SystemRandom().randrange(2**31)
     cfg.seed = seed  # the seed actually used, also when none was given
     L.seed_everything(seed, workers=True)
+    fingerprint = cli.config_fingerprint(cfg)  # as composed: build() fills in what follows the data
     datamodule, module, trainer = build(cfg)
     if resume_from is not None:
         cli.check_fits(cli.load_checkpoint(resume_from), module, resume_from)
@@ -147,7 +148,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "run_dir": str(run_dir),
         "overrides": list(HydraConfig.get().overrides.task),
         "resumed_from": str(resume_from) if resume_from else None,
-        "fingerprint": cli.config_fingerprint(cfg),  # a rerun of the sweep keeps this job if it still matches
+        "fingerprint": fingerprint,  # a rerun of the sweep keeps this job if it still matches
         "git": cli.git_info(Path(HydraConfig.get().runtime.cwd)),
         "versions": {"torch": torch.__version__, "lightning": L.__version__},
         "config": config_summary(cfg),
