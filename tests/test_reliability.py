@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import shlex
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import pytest
 import torch
 from conftest import FAST, isolated_env, run_cli, write_batches
 
+from alexnet_lab import cli
 from alexnet_lab.checkpointing import AtomicCheckpointIO, CheckpointWriteError, atomic_torch_save
 
 # 900 training images in batches of 50: 18 steps an epoch; dropout makes the global RNG matter on resume
@@ -327,3 +329,14 @@ def test_a_failed_sweep_job_runs_again_from_the_start_whatever_its_config(tmp_pa
     cfg.model.norm = "none"
     with pytest.raises(ConfigError, match="holds a run of another config"):
         previous_attempt(cfg, job)
+
+
+@pytest.mark.parametrize("value", ["runs/plain-name_1", "multiruns/x/0_model.activation=tanh,optimizer.lr=0.002,seed=1",
+                                   "a dir/with 'quotes'"])  # fmt: skip
+def test_the_resume_hint_pastes_back_as_the_same_value(value: str) -> None:
+    """The hint printed on SIGTERM, split by a shell and parsed by Hydra, gives back the run dir it names."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    (argument,) = shlex.split(cli.override("run_dir", value))
+    (parsed,) = OverridesParser.create().parse_overrides([argument])
+    assert (parsed.key_or_group, parsed.value()) == ("run_dir", value)

@@ -134,5 +134,5 @@ class SaveOnInterrupt(L.Callback):
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if isinstance(exception, SIGTERMException):
             self.saved = self.dirpath / "last.ckpt"
-            trainer.save_checkpoint(self.saved)
+            trainer.save_checkpoint(self.saved, weights_only=False)  # a full checkpoint: it resumes the run
             log.warning("stopped by a signal: saved %s", self.saved)

@@ -8,6 +8,7 @@ import logging
 import os
 import re
 import secrets
+import shlex
 import shutil
 import subprocess
 import sys
@@ -83,6 +84,15 @@ def newest_run(runs: Path, name: str) -> Path | None:
         p for p in runs.glob(f"*_{name}") if re.fullmatch(rf"[\d-]+_[\d-]+_[0-9a-f]{{6}}_{re.escape(name)}", p.name)
     )
     return found[-1] if found else None
+
+
+def override(key: str, value: Any) -> str:
+    """``key=value`` as a command-line argument to paste: a value with characters Hydra's override grammar reserves
+    (a sweep job's dir holds ``=`` and ``,``) is quoted for Hydra, and the whole for the shell."""
+    text = f"{key}={value}"
+    if re.fullmatch(r"[\w./:~+@-]*", str(value)):
+        return text
+    return shlex.quote(f'{key}="{value}"')
 
 
 def run_dir_for(runs: str, name: str | None, ckpt_path: str | None, run_dir: str | None) -> str:

@@ -168,7 +168,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         saved = run_dir / "checkpoints" / "last.ckpt"
         record.update(status="interrupted", seconds=round(time.perf_counter() - start, 2), steps=trainer.global_step)
         save()
-        resume = f"name={cfg.name}" if cfg.name else f"run_dir={run_dir}"
+        resume = cli.override("name", cfg.name) if cfg.name else cli.override("run_dir", run_dir)
         print(f"interrupted: saved {saved}; resume with alexnet-train ckpt_path=last {resume}", file=sys.stderr)
         sys.exit(INTERRUPTED_EXIT_CODE)
     record["seconds"] = round(time.perf_counter() - start, 2)
