@@ -258,7 +258,10 @@ def test_report_verdicts_on_constructed_sweeps(tmp_path: Path, shift: list[float
     assert check.verdict.label == label and check.interval.method == "paired t" and check.interval.n == 4
     markdown = to_markdown(report)
     assert f"**model=none: {label}.** test top-1 error, variant - baseline (points)" in markdown
-    assert "Budget: paper (140 epochs per run; at most 140 configured)." in markdown and "cannot decide" not in markdown
+    assert (
+        "Budget: paper (140 epochs per run; at most 140 epochs configured)." in markdown
+        and "cannot decide" not in markdown
+    )
     if label == "inconclusive":
         assert "seeds per variant would bring the interval's half-width under half the claim" in markdown
 
@@ -335,3 +338,17 @@ def test_runs_that_never_reach_the_milestone_make_a_lower_bound(tmp_path: Path) 
     assert "1 not in 100" in markdown  # the unreached run is counted, not dropped
     if check.verdict.label == "inconclusive":
         assert "1 of 3 runs did not reach the milestone within 100 epochs" in check.verdict.sentence
+
+
+def test_the_budget_line_names_the_milestone_and_each_runs_own_cap(tmp_path: Path) -> None:
+    """A milestone race trains a different number of epochs per run; a run resumed with a lower cap says so."""
+    sweep = fake_sweep(tmp_path, ACTIVATION, activation_jobs({"0.001": [None, None, None]}))
+    for record_file in sweep.glob("*tanh*/metrics.json"):
+        record = json.loads(record_file.read_text())
+        record.update(epochs=60, config={"trainer": {"max_epochs": 60}})
+        record_file.write_text(json.dumps(record))
+    lines = to_markdown(build_report(sweep)).splitlines()
+    assert lines[2] == (
+        "Budget: paper (a run stops when train/top1_err ≤ 25, at most 60 epochs (a run's own `trainer.max_epochs`; "
+        "the budget sets 100); finished runs trained 5-60 epochs per run)."
+    )

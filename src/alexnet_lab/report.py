@@ -50,6 +50,7 @@ class Job:
     seconds: float | None = None
     seed: int | str | None = None
     config: dict[str, Any] = field(default_factory=dict)
+    max_epochs: int | None = None  # the epoch cap the run trained under (a resumed run may have changed it)
 
     def curve(self, metric: str) -> list[float]:
         """``metric`` per epoch from the job's TensorBoard events (empty if it logged none)."""
@@ -108,6 +109,7 @@ def load_jobs(sweep: Path) -> list[Job]:
                 seconds=record.get("seconds"),
                 seed=record.get("seed", overrides.get("seed")),
                 config=config,
+                max_epochs=(record.get("config") or {}).get("trainer", {}).get("max_epochs"),
             )
         )
 
@@ -378,13 +380,17 @@ def _mean(values: list[float | int | None]) -> float | None:
     return statistics.fmean(present) if present else None
 
 
+def _span(values: list[int]) -> str:
+    return f"{min(values)}" if min(values) == max(values) else f"{min(values)}-{max(values)}"
+
+
 def _budget_line(report: Report) -> list[str]:
     if report.budget is None:
         return []
     paper = (report.ablation.get("budgets") or {}).get("paper")
-    trained = [j.epochs for row in report.rows for j in row.finished if j.epochs is not None]
-    most = max(trained) if trained else report.budget_epochs
-    epochs = f"{most} epoch{'' if most == 1 else 's'} per run"
+    finished = [j for row in report.rows for j in row.finished]
+    trained = [j.epochs for j in finished if j.epochs is not None] or [report.budget_epochs]
+    epochs = f"{_span(trained)} epoch{'' if max(trained) == 1 else 's'} per run"
     if report.small_budget:
         return [
             (
@@ -394,7 +400,14 @@ def _budget_line(report: Report) -> list[str]:
             ),
             "",
         ]
-    return [f"Budget: {report.budget} ({epochs}; at most {report.budget_epochs} configured).", ""]
+    caps = [j.max_epochs for row in report.rows for j in row.jobs if j.max_epochs is not None]
+    cap = f"at most {_span(caps or [report.budget_epochs])} epochs"
+    if caps and min(caps) < report.budget_epochs:
+        cap += f" (a run's own `trainer.max_epochs`; the budget sets {report.budget_epochs})"
+    if mark := report.ablation.get("milestone"):
+        stop = f"a run stops when {mark['metric']} ≤ {mark['below']:g}"
+        return [f"Budget: {report.budget} ({stop}, {cap}; finished runs trained {epochs}).", ""]
+    return [f"Budget: {report.budget} ({epochs}; {cap} configured).", ""]
 
 
 def to_markdown(report: Report) -> str:
