@@ -162,6 +162,7 @@ def test_multirun_with_seeds_and_same_second_runs_never_collide(cli_env: dict, t
     assert jobs == ["0_seed=1", "1_seed=2"], multi.stdout[-1000:]
     seeds = [json.loads((sweep / j / "metrics.json").read_text())["seed"] for j in jobs]
     assert seeds == [1, 2]
+    assert "LeafSpec" not in multi.stderr  # the workers are as quiet as the entry point
     cfg = json.loads((sweep / jobs[0] / "metrics.json").read_text())["config"]
     assert cfg["optimizer"]["_target_"] == "torch.optim.Adam" and cfg["data"]["val_size"] == 50
 

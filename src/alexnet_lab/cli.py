@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -145,6 +146,7 @@ def register_resolvers() -> None:
 # ----------------------------------------------------------------------- command line and overrides
 
 
+@functools.cache  # once per process: the entry point's, and each joblib worker's (run_guarded calls it there)
 def quiet_upstream() -> None:
     """Silence what Lightning prints on every run that is not about the run: torch's pytree deprecation warning
     from its internals, and its tips advertising its cloud products."""
@@ -415,6 +417,7 @@ def run_guarded(task: Callable[[DictConfig, Path], dict], cfg: DictConfig) -> di
     (nothing else was written yet) and exits 2. Inside a multirun, any failure is written to the job's
     ``metrics.json`` and the sweep goes on to the next job.
     """
+    quiet_upstream()
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
