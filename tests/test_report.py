@@ -352,3 +352,23 @@ def test_the_budget_line_names_the_milestone_and_each_runs_own_cap(tmp_path: Pat
         "Budget: paper (a run stops when train/top1_err ≤ 25, at most 60 epochs (a run's own `trainer.max_epochs`; "
         "the budget sets 100); finished runs trained 5-60 epochs per run)."
     )
+
+
+def test_rates_are_compared_on_the_seeds_they_all_ran(tmp_path: Path) -> None:
+    """Stage 1 runs every rate on seed 1, stage 2 only the fastest on seeds 2 and 3: the choice stays with the
+    rate that won on seed 1, though its later seeds are slower than another rate's single run."""
+    jobs = [({"model.activation": "relu", "optimizer.lr": lr, "seed": 1}, {"milestone/epochs": e}, 8)
+            for lr, e in (("0.002", 7.0), ("0.004", 7.1))]  # fmt: skip
+    jobs += [({"model.activation": "relu", "optimizer.lr": "0.002", "seed": s}, {"milestone/epochs": 7.6}, 8)
+             for s in (2, 3)]  # fmt: skip
+    jobs += [({"model.activation": "tanh", "optimizer.lr": "0.008", "seed": s}, {"milestone/epochs": e}, 43)
+             for s, e in ((1, 42.0), (2, 44.0), (3, 45.6))]  # fmt: skip
+    report = build_report(fake_sweep(tmp_path, ACTIVATION, jobs))
+    relu, tanh = report.rows
+    assert relu.tuned == {"optimizer.lr": "0.002"} and len(relu.finished) == 3 and len(tanh.finished) == 3
+    (check,) = report.checks
+    assert check.interval.n == 3 and check.interval.method == "paired t"
+    assert math.exp(check.interval.estimate) == pytest.approx((42.0 / 7.0 * 44.0 / 7.6 * 45.6 / 7.6) ** (1 / 3))
+    markdown = to_markdown(report)
+    assert "- model.activation=relu: optimizer.lr=0.002 (chosen): 7.0 epochs (1/1 reached, seed 1)" in markdown
+    assert "- model.activation=relu: optimizer.lr=0.004: 7.1 epochs (1/1 reached, seed 1)" in markdown

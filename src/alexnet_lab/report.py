@@ -260,16 +260,23 @@ def build_report(sweep: Path) -> Report:
         chosen, tuned = group, {}
         if tune:  # each variant takes the setting of the tuned keys that reaches the milestone fastest
             settings = _group(group, tune)
-            best = min(settings, key=lambda s: _milestone_mean(settings[s][1]))
+            # compared on the seeds every setting ran: the chosen one may then run more seeds alone
+            shared = set.intersection(*({str(j.seed) for j in jobs} for _, jobs in settings.values()))
+            tried = {s: [j for j in js if str(j.seed) in shared] for s, (_, js) in settings.items()}
+            best = min(settings, key=lambda s: _milestone_mean(tried[s]))
             chosen, tuned = settings[best][1], settings[best][0]
-            for setting, (_, setting_jobs) in settings.items():
+            more = any(len(js) > len(tried[s]) for s, (_, js) in settings.items())
+            on = f", seed{'s' if len(shared) > 1 else ''} {','.join(sorted(shared))}" if more else ""
+            for setting, setting_jobs in tried.items():
                 mean = _milestone_mean(setting_jobs)
                 reached = sum(1 for j in setting_jobs if (m := j.milestone_epochs) and m[1])
                 finished = sum(1 for j in setting_jobs if j.status == "finished")
-                outcome = "no finished run" if math.isinf(mean) else f"{mean:.1f} epochs ({reached}/{finished} reached)"
+                outcome = (
+                    "no finished run" if math.isinf(mean) else f"{mean:.1f} epochs ({reached}/{finished} reached{on})"
+                )
                 report.tuning.append((label, setting + (" (chosen)" if setting == best else ""), outcome))
                 if setting != best:
-                    report.unchosen_failed += [j for j in setting_jobs if j.status == "failed"]
+                    report.unchosen_failed += [j for j in settings[setting][1] if j.status == "failed"]
         report.rows.append(Row(label, values, chosen, tuned))
 
     wanted = {k: str(v).lower() for k, v in (ablation.get("baseline") or {}).items()}
@@ -469,8 +476,8 @@ def to_markdown(report: Report) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     if report.tuning:
         lines += ["", "Each variant takes the setting of " + ", ".join(f"`{k}`" for k in report.ablation["tune"])
-                  + " that reaches the milestone in the fewest epochs (mean over seeds; runs that never reach it "
-                  "count their epochs):", ""]  # fmt: skip
+                  + " that reaches the milestone in the fewest epochs (mean over the seeds every setting ran; runs "
+                  "that never reach it count their epochs):", ""]  # fmt: skip
         lines += [f"- {variant}: {setting}: {outcome}" for variant, setting, outcome in report.tuning]
     lrn_rows = [row for row in report.rows if row.lrn]
     if lrn_rows:
