@@ -261,7 +261,7 @@ def build_report(sweep: Path) -> Report:
         if tune:  # each variant takes the setting of the tuned keys that reaches the milestone fastest
             settings = _group(group, tune)
             # compared on the seeds every setting ran: the chosen one may then run more seeds alone
-            shared = set.intersection(*({str(j.seed) for j in jobs} for _, jobs in settings.values()))
+            shared = set.intersection(*({str(j.seed) for j in js} for _, js in settings.values()))
             tried = {s: [j for j in js if str(j.seed) in shared] for s, (_, js) in settings.items()}
             best = min(settings, key=lambda s: _milestone_mean(tried[s]))
             chosen, tuned = settings[best][1], settings[best][0]
