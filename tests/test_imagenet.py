@@ -20,9 +20,10 @@ from torch import nn
 from torchvision.datasets import imagenet as tv_imagenet
 from torchvision.transforms.v2.functional import center_crop as tv_center_crop
 
+from alexnet_lab.batches import Views
 from alexnet_lab.data import DataError, ImageNetDataModule
 from alexnet_lab.data.common import global_batch
-from alexnet_lab.data.imagenet import Encoded, ImageFiles, collate
+from alexnet_lab.data.imagenet.workers import Draws, Encoded, ImageFiles, WorkerBatch, collate
 from alexnet_lab.data.transforms import center_crop, pca_lighting, ten_crop, windows
 from alexnet_lab.module import Classifier
 
@@ -73,12 +74,14 @@ def test_tree_with_odd_files_is_rescaled_once_and_served_with_true_labels(tree: 
 
     images, labels, draws, skipped, _ = first_batch(dm.train_dataloader())
     assert images.dtype == torch.uint8 and images.shape == (4, 3, 40, 40) and skipped == []
-    assert draws.shape == (4, 10) and labels.dtype == torch.int64
+    assert draws.crop.shape == (4, 2) and draws.flip.shape == (4,) and draws.box.shape == (4, 4)
+    assert labels.dtype == torch.int64
     x = dm.train_views(images, draws)
     assert x.dtype == torch.float32 and x.shape == (4, 3, 32, 32)
     val_images = first_batch(dm.val_dataloader())[0]
     assert dm.eval_views(val_images, "center").shape == (4, 3, 32, 32)
-    assert dm.eval_views(val_images, "ten_crop").shape == (4, 10, 3, 32, 32)
+    ten = dm.eval_views(val_images, "ten_crop")
+    assert isinstance(ten, Views) and ten.images.shape == (4, 10, 3, 32, 32)
     # class colour survives decoding: the mean brightness rises with the label (30 + 40 * label)
     means = [val_images[i].float().mean().item() for i in range(4)]
     val_labels = first_batch(dm.val_dataloader())[1].tolist()
@@ -102,7 +105,7 @@ def test_mean_image_is_the_training_average_and_per_channel_its_average(tree: Pa
     dm.prepare_data()
     dm.setup()
     files = ImageFiles(dm.samples["train"], 40, 32)
-    by_hand = torch.stack([files[(i, 0)][0] for i in range(len(files))]).double().mean(0) / 255
+    by_hand = torch.stack([files[(i, 0)].image for i in range(len(files))]).double().mean(0) / 255
     assert dm.normalize.mean.shape == (3, 40, 40)
     torch.testing.assert_close(dm.normalize.mean.double(), by_hand, atol=1e-6, rtol=0)
     per_channel = datamodule(tree, tmp_path, mean="channel")
@@ -169,7 +172,8 @@ def test_a_mid_epoch_resume_serves_the_rest_of_the_epoch_with_the_same_draws(tre
     rest = epoch_batches(resumed, epoch=1)
     assert len(rest) == 3
     for (x, y, d, *_), (x2, y2, d2, *_) in zip(whole[2:], rest, strict=True):
-        assert torch.equal(x, x2) and torch.equal(y, y2) and torch.equal(d, d2)
+        assert torch.equal(x, x2) and torch.equal(y, y2)
+        assert all(torch.equal(a, b) for a, b in zip(d, d2, strict=True))
     assert len(epoch_batches(resumed, epoch=1)) == 5  # the skip applies to one pass only
 
 
@@ -302,9 +306,10 @@ def test_crops_and_flips_cut_the_drawn_windows_of_known_pixels(tree: Path, tmp_p
     dm.setup()
     images = torch.arange(40 * 40).remainder(251).to(torch.uint8).view(40, 40).expand(3, 3, 40, 40).clone()
     images[1] = images[1].flip(-1)
-    draws = torch.zeros(3, 10)
-    draws[:, :2] = torch.tensor([[0, 0], [8, 3], [5, 8]])
-    draws[1, 2] = 1.0  # mirror the second
+    draws = Draws.stack([Draws.none()] * 3)._replace(
+        crop=torch.tensor([[0, 0], [8, 3], [5, 8]]),
+        flip=torch.tensor([False, True, False]),  # mirror the second
+    )
     out = dm.train_views(images, draws)
     expect = images.float() / 255
     assert torch.equal(out[0], expect[0, :, 0:32, 0:32])
@@ -313,15 +318,18 @@ def test_crops_and_flips_cut_the_drawn_windows_of_known_pixels(tree: Path, tmp_p
 
     # the worker's draws: offsets within the 40 - 32 room, flips about half, repeatable per (index, epoch)
     files = ImageFiles(dm.samples["train"], 40, 32, train=True, seed=3)
-    drawn = torch.stack([files[(i, e)][2] for i in range(15) for e in range(8)])
-    assert drawn[:, :2].min() >= 0 and drawn[:, :2].max() <= 8 and 0.25 < drawn[:, 2].mean() < 0.75
-    assert torch.equal(files[(4, 2)][2], files[(4, 2)][2]) and not torch.equal(files[(4, 2)][2], files[(4, 3)][2])
+    drawn = Draws.stack([files[(i, e)].draws for i in range(15) for e in range(8)])
+    assert drawn.crop.min() >= 0 and drawn.crop.max() <= 8 and 0.25 < drawn.flip.float().mean() < 0.75
+    assert torch.equal(
+        files[(4, 2)].draws.crop, ImageFiles(dm.samples["train"], 40, 32, train=True, seed=3)[(4, 2)].draws.crop
+    )
+    assert not torch.equal(files[(4, 2)].draws.crop, files[(4, 3)].draws.crop)
 
 
 def test_pca_lighting_has_the_configured_statistics(tmp_path: Path) -> None:
     root = write_jpeg_tree(tmp_path / "one", WNIDS[:1], train=1, val=1)
     files = ImageFiles([(str(next((root / "train").rglob("*.JPEG"))), 0)], 8, 8, train=True, pca_std=0.1, seed=0)
-    alphas = torch.stack([files[(0, epoch)][2][3:6] for epoch in range(3000)])  # one draw per image per pass
+    alphas = torch.stack([files[(0, epoch)].draws.lighting for epoch in range(3000)])  # one draw per image per pass
     assert alphas.mean(0).abs().max() < 0.01
     torch.testing.assert_close(alphas.std(0), torch.full((3,), 0.1), atol=0.006, rtol=0)
     shifts = pca_lighting(alphas, torch.tensor(EIGVAL), torch.tensor(EIGVEC))
@@ -339,8 +347,10 @@ def test_ten_crop_evaluation_averages_the_ten_views_softmax(tree: Path, tmp_path
     x = torch.arange(2 * 3 * 9 * 11, dtype=torch.float32).view(2, 3, 9, 11)
     views = ten_crop(x, 6)
     corners = [x[..., :6, :6], x[..., :6, 5:], x[..., 3:, :6], x[..., 3:, 5:], tv_center_crop(x, [6, 6])]
-    for i, view in enumerate(corners):
-        assert torch.equal(views[:, i], view) and torch.equal(views[:, 5 + i], view.flip(-1))
+    mirrored = [x.flip(-1)[..., :6, :6], x.flip(-1)[..., :6, 5:], x.flip(-1)[..., 3:, :6], x.flip(-1)[..., 3:, 5:]]
+    for i, view in enumerate([*corners, *mirrored, corners[4].flip(-1)]):  # the five, then those of the mirror image
+        assert torch.equal(views[:, i], view), i
+    assert torch.equal(views[:, 5], corners[1].flip(-1))  # the mirror image's top-left is the top-right, mirrored
 
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 5))
@@ -349,15 +359,15 @@ def test_ten_crop_evaluation_averages_the_ten_views_softmax(tree: Path, tmp_path
     by_hand = torch.stack(
         [torch.stack([net(batch[n, v : v + 1])[0].softmax(-1) for v in range(10)]).mean(0) for n in range(3)]
     )
-    torch.testing.assert_close(module.view_averaged_log_probs(batch).exp(), by_hand)
+    torch.testing.assert_close(module.view_averaged_log_probs(Views(batch)).exp(), by_hand)
     target = torch.tensor([1, 4, 0])
-    loss, _ = module._step("test", (batch, target))
+    loss, _ = module._step("test", (Views(batch), target))
     torch.testing.assert_close(loss, F.nll_loss(by_hand.log(), target))
-    top1 = module.metrics["test_"].compute()["top1_err"]
+    top1 = 100 * (1 - module.test_metrics.compute()["test/top1"])
     assert top1 == pytest.approx(100 * (by_hand.argmax(-1) != target).float().mean().item())
     # a batch whose images were all unreadable (and skipped) is no step at all, not a NaN loss
     images, labels, *_ = collate(["a.JPEG", "b.JPEG"])
-    assert module._step("train", (images, labels)) is None and module.metrics["train_"].loss.update_count == 0
+    assert module._step("train", (images, labels)) is None and module.train_metrics["loss"].update_count == 0
 
 
 @pytest.mark.parametrize(
@@ -374,12 +384,13 @@ def test_encoded_files_decode_on_the_device_like_the_workers(
     workers = first_batch(dm.train_dataloader(), epoch=2)
     dm.decode = "cuda"
     encoded = first_batch(dm.train_dataloader(), epoch=2)
-    assert isinstance(encoded[0], Encoded) and torch.equal(encoded[2], workers[2])  # same files, same draws
-    files = encoded[0].files()
-    assert [len(f) for f in files] == [Path(p).stat().st_size for p in encoded[4]]
-    decoded, keep = dm.decode_on_device(files, encoded[4], encoded[2], torch.device(device), train=True)
-    assert all(keep) and decoded.device.type == device and decoded.shape == workers[0].shape
-    assert (decoded.cpu().float() - workers[0].float()).abs().mean() < 2.0  # IDCT rounding only
+    assert isinstance(encoded.images, Encoded) and encoded.paths == workers.paths  # same files, same draws
+    assert all(torch.equal(a, b) for a, b in zip(encoded.draws, workers.draws, strict=True))
+    files = encoded.images.files()
+    assert [len(f) for f in files] == [Path(p).stat().st_size for p in encoded.paths]
+    decoded, keep = dm.decode_on_device(files, encoded.paths, encoded.draws, torch.device(device), train=True)
+    assert all(keep) and decoded.device.type == device and decoded.shape == workers.images.shape
+    assert (decoded.cpu().float() - workers.images.float()).abs().mean() < 2.0  # IDCT rounding only
 
 
 # ----------------------------------------------------------------------------- unreadable images
@@ -409,8 +420,8 @@ def test_unreadable_image_is_named_or_skipped_and_counted(tree: Path, tmp_path: 
         first_batch(direct.train_dataloader())
     direct.skip_bad_images = True
     images, labels, draws, skipped, _ = first_batch(direct.train_dataloader())
-    assert skipped == [str(victim)] and len(images) == len(labels) == len(draws) == 14
-    direct.on_after_batch_transfer((images, labels, draws, skipped, []), 0)
+    assert skipped == [str(victim)] and len(images) == len(labels) == len(draws.crop) == 14
+    direct.on_after_batch_transfer(WorkerBatch(images, labels, draws, skipped, []), 0)
     assert direct.describe()["skipped_images"] == [str(victim)]
 
 
@@ -469,7 +480,7 @@ def test_bad_settings_fail_with_the_key_and_the_fix(tree: Path, tmp_path: Path) 
     if not torch.cuda.is_available():
         with pytest.raises(DataError, match="data.decode=cuda needs a CUDA device"):
             datamodule(tree, tmp_path, decode="cuda").setup()
-    assert collate(["a.JPEG"])[3] == ["a.JPEG"]  # a batch of only unreadable images still reports them
+    assert collate(["a.JPEG"]).skipped == ["a.JPEG"]  # a batch of only unreadable images still reports them
     three_ranks = SimpleNamespace(world_size=3, global_rank=1)
     assert global_batch(three_ranks, 129, 64, train=True) == (129, 3, 1)
     with pytest.raises(

@@ -144,7 +144,7 @@ def test_crops_smaller_than_the_image_and_their_evaluation_views() -> None:
         torch.testing.assert_close(x[i], window - centre_mean, atol=1e-3, rtol=0)
     still = TensorBatches(images, torch.arange(16), 16, norm, views="random", crop_size=24, random_crop=False)
     torch.testing.assert_close(next(iter(still))[0], images[:, :, 4:28, 4:28].float() - centre_mean, atol=1e-3, rtol=0)
-    ten = next(iter(TensorBatches(images, torch.arange(16), 16, norm, views="ten_crop", crop_size=24)))[0]
+    ten = next(iter(TensorBatches(images, torch.arange(16), 16, norm, views="ten_crop", crop_size=24))).inputs.images
     assert ten.shape == (16, 10, 3, 24, 24)
     torch.testing.assert_close(ten[:, 0], images[:, :, :24, :24].float() - centre_mean, atol=1e-3, rtol=0)
     # mirrored views less the (unmirrored) mean centre, as cuda-convnet subtracted it after flipping

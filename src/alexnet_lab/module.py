@@ -13,9 +13,10 @@ import torch
 import torch.nn.functional as F
 from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
 from torch import nn
-from torchmetrics import MeanMetric, MinMetric
+from torchmetrics import MeanMetric, MetricCollection, MinMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from alexnet_lab.batches import Batch, Views
 from alexnet_lab.models import ParamGroup
 
 log = logging.getLogger(__name__)
@@ -36,31 +37,30 @@ class TrainStepOutput(TypedDict):
     images: int  # images in the batch
 
 
-class StageMetrics(nn.Module):
-    """Loss, top-1 and top-5 accuracy of one stage, accumulated on the device with ``update()`` (no host sync)."""
+STAGES = ("train", "val", "test")
 
-    def __init__(self, num_classes: int) -> None:
-        super().__init__()
-        self.loss = MeanMetric(nan_strategy="disable")  # keep NaN (to detect divergence) and skip a per-step sync
-        self.top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
-        self.top5 = MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro")
 
-    def update(self, loss: torch.Tensor, logits: torch.Tensor, target: torch.Tensor) -> None:
-        self.loss.update(loss, weight=target.numel())
-        self.top1.update(logits, target)
-        self.top5.update(logits, target)
+def stage_metrics(stage: str, num_classes: int) -> MetricCollection:
+    """``<stage>/loss``, ``<stage>/top1`` and ``<stage>/top5`` (accuracies), accumulated on the device with
+    ``update(value=loss, weight=images, preds=logits, target=labels)``: each metric takes its own keywords."""
+    return MetricCollection(
+        {
+            "loss": MeanMetric(nan_strategy="disable"),  # keep NaN (to detect divergence), skip a per-step sync
+            "top1": MulticlassAccuracy(num_classes, top_k=1, average="micro"),
+            "top5": MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro"),
+        },
+        prefix=f"{stage}/",
+        compute_groups=False,  # three different states: nothing to share
+    )
 
-    def compute(self) -> dict[str, torch.Tensor]:
-        """Epoch values, errors in percent."""
-        return {
-            "loss": self.loss.compute(),
-            "top1_err": 100.0 * (1.0 - self.top1.compute()),
-            "top5_err": 100.0 * (1.0 - self.top5.compute()),
-        }
 
-    def reset(self) -> None:
-        for metric in (self.loss, self.top1, self.top5):
-            metric.reset()
+def as_errors(values: dict[str, torch.Tensor], stage: str) -> dict[str, torch.Tensor]:
+    """A stage's computed metrics as logged: loss, and top-1 / top-5 error in percent."""
+    return {
+        f"{stage}/loss": values[f"{stage}/loss"],
+        f"{stage}/top1_err": 100.0 * (1.0 - values[f"{stage}/top1"]),
+        f"{stage}/top5_err": 100.0 * (1.0 - values[f"{stage}/top5"]),
+    }
 
 
 class Classifier(L.LightningModule):
@@ -91,8 +91,9 @@ class Classifier(L.LightningModule):
         if compile:
             self.net.compile()  # in place: parameter names, and so checkpoints, stay as without it
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        # one metrics object per stage ("train" is taken by nn.Module, hence the suffix)
-        self.metrics = nn.ModuleDict({f"{stage}_": StageMetrics(num_classes) for stage in ("train", "val", "test")})
+        self.train_metrics = stage_metrics("train", num_classes)
+        self.val_metrics = stage_metrics("val", num_classes)
+        self.test_metrics = stage_metrics("test", num_classes)
         self.val_top1_err_best = MinMetric()
         self.val_top1_err_best.persistent(True)  # kept in checkpoints so a resumed run remembers its best
 
@@ -108,27 +109,30 @@ class Classifier(L.LightningModule):
             x = x.contiguous(memory_format=torch.channels_last)
         return self.net(x)
 
-    def _step(self, stage: str, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor] | None:
+    def _step(self, stage: str, batch: Batch) -> tuple[torch.Tensor, torch.Tensor] | None:
         """(loss, logits) of a batch, accumulated into the stage's metrics; None for a batch with no images."""
         x, y = batch
         if y.numel() == 0:  # every image of the batch was unreadable and skipped (data.skip_bad_images)
             return None
-        if x.dim() == 5:  # (N, views, C, H, W): the paper's 10-crop test averages the views' softmax
+        if isinstance(x, Views):  # the paper's 10-crop test averages the views' softmax
             logits = self.view_averaged_log_probs(x)
             loss = F.nll_loss(logits, y)
         else:
             logits = self(x)
             loss = F.cross_entropy(logits, y)
-        self.metrics[f"{stage}_"].update(loss.detach(), logits.detach(), y)
+        self._metrics(stage).update(value=loss.detach(), weight=y.numel(), preds=logits.detach(), target=y)
         return loss, logits.detach()
 
-    def view_averaged_log_probs(self, views: torch.Tensor) -> torch.Tensor:
+    def _metrics(self, stage: str) -> MetricCollection:
+        return getattr(self, f"{stage}_metrics")
+
+    def view_averaged_log_probs(self, views: Views) -> torch.Tensor:
         """log of the mean softmax over each image's views (the loss and top-k then score the average)."""
-        n, v = views.shape[:2]
-        probs = self(views.flatten(0, 1)).float().softmax(dim=-1).view(n, v, -1).mean(dim=1)
+        n, v = views.images.shape[:2]
+        probs = self(views.images.flatten(0, 1)).float().softmax(dim=-1).view(n, v, -1).mean(dim=1)
         return probs.clamp_min(torch.finfo(probs.dtype).tiny).log()
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> TrainStepOutput | None:
+    def training_step(self, batch: Batch, batch_idx: int) -> TrainStepOutput | None:
         step = self._step("train", batch)
         if step is None:
             return None
@@ -136,16 +140,17 @@ class Classifier(L.LightningModule):
         wrong = (logits.argmax(dim=-1) != batch[1]).sum()
         return TrainStepOutput(loss=loss, wrong=wrong, images=batch[1].numel())
 
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self._step("val", batch)
 
-    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
         self._step("test", batch)
 
     def _log_epoch(self, stage: str, keys: tuple[str, ...]) -> dict[str, torch.Tensor]:
-        values = self.metrics[f"{stage}_"].compute()
-        self.metrics[f"{stage}_"].reset()
-        self.log_dict({f"{stage}/{k}": values[k] for k in keys})  # compute() already reduced across ranks
+        """Log the stage's ``keys`` (of loss, top1_err, top5_err) for the epoch and reset its metrics."""
+        values = as_errors(self._metrics(stage).compute(), stage)
+        self._metrics(stage).reset()
+        self.log_dict({f"{stage}/{k}": values[f"{stage}/{k}"] for k in keys})  # compute() reduced across ranks
         return values
 
     def _check_finite(self) -> None:
@@ -154,7 +159,7 @@ class Classifier(L.LightningModule):
         Lightning calls checkpointing callbacks after the module's ``on_train_epoch_end``, so raising here
         keeps every earlier checkpoint as it was.
         """
-        loss = self.metrics["train_"].loss.compute()
+        loss = self.train_metrics["loss"].compute()
         if not torch.isfinite(loss):
             lr = self.trainer.optimizers[0].param_groups[0]["lr"] if self.trainer.optimizers else float("nan")
             raise TrainingDiverged(
@@ -184,8 +189,8 @@ class Classifier(L.LightningModule):
             "epoch %d/%d: train loss %.4f, train top-1 %.2f %%, %s%.1f s",
             self.current_epoch + 1,
             self.trainer.max_epochs,
-            float(train["loss"]),
-            float(train["top1_err"]),
+            float(train["train/loss"]),
+            float(train["train/top1_err"]),
             shown,
             time.perf_counter() - getattr(self, "_epoch_start", time.perf_counter()),
         )
@@ -209,7 +214,7 @@ class Classifier(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         values = self._log_epoch("val", ("loss", "top1_err", "top5_err"))
         if not self.trainer.sanity_checking:
-            self.val_top1_err_best.update(values["top1_err"])
+            self.val_top1_err_best.update(values["val/top1_err"])
             self.log("val/top1_err_best", self.val_top1_err_best.compute())
 
     def on_test_epoch_end(self) -> None:

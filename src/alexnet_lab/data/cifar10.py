@@ -16,7 +16,9 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from alexnet_lab.batches import Batch
 from alexnet_lab.data.common import (
+    IMAGE_SUFFIXES,
     PROTOCOLS,
     DataError,
     atomic_save,
@@ -32,12 +34,10 @@ log = logging.getLogger(__name__)
 
 BATCHES_DIR = "cifar-10-batches-py"
 BATCH_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 CACHE_VERSION = 1
 
 
 Split = tuple[torch.Tensor, torch.Tensor]  # uint8 images (N, 3, 32, 32), int64 labels (N,)
-Batch = tuple[torch.Tensor, torch.Tensor]  # normalised images (N, 3, H, W), int64 labels (N,)
 
 
 # ----------------------------------------------------------------------------------------------- readers
@@ -437,7 +437,7 @@ class CIFAR10DataModule(L.LightningDataModule):
             images, labels, self.eval_batch_size, self.normalize, views=views, crop_size=self.crop_size
         )
         for x, y in loader:
-            yield x.to(device), y.to(device)
+            yield Batch(x.to(device), y.to(device))
 
     def images(self, split: str, indices: torch.Tensor) -> torch.Tensor:
         """uint8 (N, 3, H, W) of a split's images at ``indices``, as the network sees them (its centre crop)."""

@@ -15,6 +15,8 @@ class DataError(RuntimeError):
     """Data that cannot be found or read; the message names the thing and the fix."""
 
 
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}  # image files in class folders (any case)
+
 # evaluation views: data.val_protocol / data.test_protocol, and how metrics.json names them
 PROTOCOLS = {"center": "centre crop", "ten_crop": "10-crop (4 corners + centre, each mirrored; softmax averaged)"}
 

@@ -6,8 +6,9 @@ import math
 from collections.abc import Callable, Iterator
 
 import torch
-from torch.utils.data import DistributedSampler
+from torch.utils.data import Sampler
 
+from alexnet_lab.batches import Batch, Views
 from alexnet_lab.data.transforms import Normalize, center_crop, crop, crop_offsets, flip_draws, hflip, ten_crop
 
 
@@ -50,7 +51,7 @@ class TensorBatches:
     size) at a random place in the image zero-padded by ``crop_padding`` (its centre with ``random_crop=False``),
     mirrored at random with ``hflip``;
     ``full`` the image as it is; ``center`` its centre ``crop_size`` window; ``ten_crop`` ten windows (4 corners
-    and the centre, each mirrored: a (N, 10, C, crop, crop) batch).
+    and the centre, each mirrored: :class:`Views` of (N, 10, C, crop, crop)).
     """
 
     def __init__(
@@ -111,14 +112,15 @@ class TensorBatches:
     def load_state_dict(self, state: dict[str, int]) -> None:
         self._resume_at = state["batches_trained"] if state["epoch"] == self.epoch_fn() else 0
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[Batch]:
         epoch = self.epoch_fn()
         device = self.images.device
         order = self.indices(epoch).to(device)
         start, self._resume_at = self._resume_at, 0
         for i in range(start, len(self)):
             idx = order[i * self.batch_size : (i + 1) * self.batch_size]
-            yield self.normalize(self._views(self.images[idx], epoch, i)), self.labels[idx]
+            x = self.normalize(self._views(self.images[idx], epoch, i))
+            yield Batch(Views(x) if self.views == "ten_crop" else x, self.labels[idx])
 
     def _views(self, x: torch.Tensor, epoch: int, batch: int) -> torch.Tensor:
         if self.views == "random":
@@ -146,31 +148,34 @@ class TensorBatches:
         return x
 
 
-class EpochSampler(DistributedSampler):
+class EpochSampler(Sampler[tuple[int, int]]):
     """Sample indices for loaders with worker processes: :func:`epoch_order`, tagged with the epoch.
 
     It yields ``(index, epoch)`` so a dataset can draw each image's augmentation from (seed, epoch, index): one
-    draw per image per pass, the same whatever the worker count, rank count or a mid-epoch resume. Being a
-    ``DistributedSampler``, Lightning keeps it under DDP (it already splits the data over ranks) and calls
-    ``set_epoch`` on it every epoch. ``skip_batches`` drops the first batches of the next pass (resume).
+    draw per image per pass, the same whatever the worker count, rank count or a mid-epoch resume. It splits the
+    data over ranks itself (the trainer runs with ``use_distributed_sampler: false``, so Lightning keeps it);
+    Lightning calls ``set_epoch`` every epoch. ``skip_batches`` drops the first batches of the next pass (resume).
     """
 
     def __init__(
         self, n: int, batch_size: int, seed: int, shuffle: bool, drop_last: bool, rank: int = 0, world_size: int = 1
     ) -> None:
-        # the parent's state is not used; it only needs a world to describe
-        super().__init__(range(n), num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed, drop_last=drop_last)
-        self.n, self.batch_size = n, batch_size  # batch_size: per rank
+        self.n, self.batch_size, self.seed = n, batch_size, seed  # batch_size: per rank
+        self.shuffle, self.drop_last, self.rank, self.world_size = shuffle, drop_last, rank, world_size
+        self.epoch = 0
         self.skip_batches = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
 
     def __len__(self) -> int:
         if self.drop_last:
-            return self.n // (self.batch_size * self.num_replicas) * self.batch_size
-        return len(range(self.rank, self.n, self.num_replicas))
+            return self.n // (self.batch_size * self.world_size) * self.batch_size
+        return len(range(self.rank, self.n, self.world_size))
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         order = epoch_order(
-            self.n, self.batch_size, self.seed, self.epoch, self.shuffle, self.drop_last, self.rank, self.num_replicas
+            self.n, self.batch_size, self.seed, self.epoch, self.shuffle, self.drop_last, self.rank, self.world_size
         )
         start, self.skip_batches = self.skip_batches * self.batch_size, 0
         return ((int(i), self.epoch) for i in order[start:])

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+import torchvision.transforms.v2.functional as TF
 
 
 def crop_offsets(n: int, room: int, generator: torch.Generator) -> torch.Tensor:
@@ -42,22 +43,14 @@ def flip_draws(n: int, generator: torch.Generator) -> torch.Tensor:
 
 
 def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
-    """The central ``size`` x ``size`` window of every image, placed as torchvision's CenterCrop places it."""
-    top, left = round((x.shape[-2] - size) / 2), round((x.shape[-1] - size) / 2)
-    return x[..., top : top + size, left : left + size]
+    """The central ``size`` x ``size`` window of every image of a batch (..., H, W): torchvision's, on any batch."""
+    return TF.center_crop(x, [size])
 
 
 def ten_crop(x: torch.Tensor, size: int) -> torch.Tensor:
-    """The paper's test views, (N, 10, C, size, size): four corners and the centre, then the same five mirrored."""
-    h, w = x.shape[-2:]
-    corners = [
-        x[..., :size, :size],
-        x[..., :size, w - size :],
-        x[..., h - size :, :size],
-        x[..., h - size :, w - size :],
-    ]
-    five = torch.stack([*corners, center_crop(x, size)], dim=1)
-    return torch.cat([five, five.flip(-1)], dim=1)
+    """The paper's test views of a batch (N, C, H, W), stacked (N, 10, C, size, size): torchvision's ten_crop (four
+    corners and the centre, then the same five of the mirrored image)."""
+    return torch.stack(TF.ten_crop(x, [size]), dim=1)
 
 
 def pca_lighting(alphas: torch.Tensor, eigval: torch.Tensor, eigvec: torch.Tensor) -> torch.Tensor:
