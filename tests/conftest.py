@@ -118,19 +118,89 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
     return isolated_env(tmp_path)
 
 
+ENTRY_POINTS = {  # console script -> the module whose main() it runs (pyproject.toml [project.scripts])
+    "alexnet-train": "alexnet_lab.train",
+    "alexnet-eval": "alexnet_lab.eval",
+    "alexnet-predict": "alexnet_lab.predict",
+    "alexnet-report": "alexnet_lab.report",
+}
+
+
 def run_cli(
-    script: str, *args: str, env: dict[str, str], cwd: Path | None = None, check: bool = True, timeout: int = 300
-):
-    """Run alexnet-train / alexnet-eval (the installed console scripts) and return the CompletedProcess."""
-    exe = Path(sys.executable).with_name(script)
-    proc = subprocess.run(
-        [str(exe), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
-    )
+    script: str,
+    *args: str,
+    env: dict[str, str],
+    cwd: Path | None = None,
+    check: bool = True,
+    timeout: int = 300,
+    process: bool = False,
+) -> subprocess.CompletedProcess:
+    """Run alexnet-train / -eval / -predict / -report as a user types it and return what it printed and its exit
+    status. In this process by default (its ``main()`` with this argv, environment and cwd: no 5-7 s of imports);
+    ``process=True`` launches the installed console script, for what only a process shows (signals, spawned
+    workers, the exit status the shell sees)."""
+    if process:
+        exe = Path(sys.executable).with_name(script)
+        proc = subprocess.run(
+            [str(exe), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
+        )
+    else:
+        proc = _run_in_process(script, list(args), env, cwd)
     if check and proc.returncode != 0:
         raise AssertionError(
             f"{script} {' '.join(args)} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
         )
     return proc
+
+
+def _run_in_process(script: str, args: list[str], env: dict[str, str], cwd: Path | None) -> subprocess.CompletedProcess:
+    """``main()`` of ``script`` with ``sys.argv``, ``os.environ`` and the cwd of a fresh command, its output captured
+    and its ``sys.exit`` status returned; everything it changed in the process is put back afterwards."""
+    import importlib
+    import io
+    import logging
+    import traceback
+    from contextlib import redirect_stderr, redirect_stdout
+
+    from hydra.core.global_hydra import GlobalHydra
+
+    from alexnet_lab import cli
+
+    main = importlib.import_module(ENTRY_POINTS[script]).main
+    saved_env, saved_argv, saved_cwd = dict(os.environ), sys.argv[:], os.getcwd()
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    os.environ.clear()
+    os.environ.update(env)
+    sys.argv = [script, *args]
+    cli._run_id = None  # a new command gets a new run id
+    GlobalHydra.instance().clear()
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        with redirect_stdout(out), redirect_stderr(err):
+            try:
+                main()
+            except SystemExit as exit_:
+                code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+                if not isinstance(exit_.code, int | None):
+                    print(exit_.code, file=sys.stderr)
+            except Exception:  # noqa: BLE001 - as the interpreter does: print it, exit 1
+                traceback.print_exc()
+                code = 1
+    finally:
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+        sys.argv = saved_argv
+        GlobalHydra.instance().clear()
+        for handler in root.handlers:
+            if handler not in saved_handlers:
+                handler.close()
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+    return subprocess.CompletedProcess([script, *args], code, out.getvalue(), err.getvalue())
 
 
 # Settings that make a CLI run take seconds: the small net, a few batches, no progress bar.

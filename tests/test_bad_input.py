@@ -133,7 +133,7 @@ def test_values_a_library_refuses_become_one_line_naming_the_key(
 
 def test_a_refused_value_exits_2_with_one_line_and_leaves_nothing(cli_env: dict, tmp_path: Path) -> None:
     write_batches(tmp_path / "data" / "cifar10", n_train=100, n_test=20)
-    proc = run_cli("alexnet-train", *FAST, "optimizer.lr=-1", env=cli_env, cwd=tmp_path, check=False)
+    proc = run_cli("alexnet-train", *FAST, "optimizer.lr=-1", env=cli_env, cwd=tmp_path, check=False, process=True)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == "error: optimizer.lr=-1: Invalid learning rate: -1"
     assert "Traceback" not in proc.stderr and leftovers(tmp_path / "logs") == []

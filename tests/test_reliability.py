@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import shlex
 import signal
 import subprocess
@@ -243,22 +244,20 @@ def test_unwritable_log_dir(lab: dict, tmp_path: Path) -> None:
     ]
 
 
-def test_full_disk_while_checkpointing(lab: dict, tmp_path: Path) -> None:
+def test_full_disk_while_checkpointing(lab: dict, monkeypatch: pytest.MonkeyPatch) -> None:
     # the disk fills up during the third checkpoint write (the second epoch's first save), halfway through the file
-    (tmp_path / "sitecustomize.py").write_text(
-        "import errno, os, torch\n"
-        "_real, _calls = torch.save, [0]\n"
-        "def save(obj, f, *args, **kwargs):\n"
-        "    if '.ckpt.' in str(getattr(f, 'name', f)):\n"
-        "        _calls[0] += 1\n"
-        "        if _calls[0] == 3:\n"
-        "            f.write(b'half a checkpoint')\n"
-        "            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))\n"
-        "    return _real(obj, f, *args, **kwargs)\n"
-        "torch.save = save\n"
-    )
-    env = dict(lab["env"], PYTHONPATH=str(tmp_path))
-    proc = run_cli("alexnet-train", *RUN, "name=fulldisk", env=env, cwd=lab["tmp"], check=False)
+    real_save, calls = torch.save, []
+
+    def save(obj, f, *args, **kwargs):
+        if ".ckpt." in str(getattr(f, "name", f)):
+            calls.append(f)
+            if len(calls) == 3:
+                f.write(b"half a checkpoint")
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save)
+    proc = run_cli("alexnet-train", *RUN, "name=fulldisk", env=lab["env"], cwd=lab["tmp"], check=False)
     assert proc.returncode == 2, proc.stderr[-2000:]
     folder = run_dir(lab["tmp"], "fulldisk")
     line = proc.stderr.strip().splitlines()[-1]
@@ -292,7 +291,9 @@ def test_ddp_on_cpu_inside_a_multirun_agrees_with_one_process(lab: dict) -> None
     # Dropout off: each rank draws its own masks, which one process cannot reproduce. SGD: Adam divides by the
     # root of the squared gradients, which magnifies the all-reduce's rounding where gradients are tiny (conv1's).
     base = [*(a for a in RUN if a != "optimizer=adam"), "trainer.max_epochs=2", "model.dropout=0.0"]
-    run_cli("alexnet-train", *base, "-m", "trainer=default,ddp", env=lab["env"], cwd=lab["tmp"], timeout=600)
+    run_cli(
+        "alexnet-train", *base, "-m", "trainer=default,ddp", env=lab["env"], cwd=lab["tmp"], timeout=600, process=True
+    )
     (sweep,) = (lab["tmp"] / "logs" / "train" / "multiruns").iterdir()
     one, ddp = (
         json.loads((sweep / job / "metrics.json").read_text()) for job in ("0_trainer=default", "1_trainer=ddp")

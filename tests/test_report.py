@@ -14,23 +14,20 @@ import pytest
 from conftest import FAST, isolated_env, run_cli, write_batches
 from PIL import Image
 
+from alexnet_lab.module import Classifier
 from alexnet_lab.report import build_report, to_markdown
 
-INJECT = """
-import alexnet_lab.module as module
 
-_step = module.Classifier.training_step
+def failing_training_step(real_step):
+    """Classifier.training_step that fails the (tanh, seed 2) job of the sweep."""
 
+    def training_step(self, batch, batch_idx):
+        config = self.hparams.run_config
+        if config["seed"] == 2 and config["model"]["activation"] == "tanh":
+            raise RuntimeError("injected failure for the report test")
+        return real_step(self, batch, batch_idx)
 
-def training_step(self, batch, batch_idx):
-    config = self.hparams.run_config
-    if config["seed"] == 2 and config["model"]["activation"] == "tanh":
-        raise RuntimeError("injected failure for the report test")
-    return _step(self, batch, batch_idx)
-
-
-module.Classifier.training_step = training_step
-"""
+    return training_step
 
 
 @pytest.fixture(scope="module")
@@ -38,12 +35,12 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """activation_ablation, 2 variants x 2 seeds on generated data, the (tanh, seed 2) job made to fail."""
     tmp = tmp_path_factory.mktemp("sweep")
     write_batches(tmp / "data" / "cifar10", n_train=1000, n_test=200)
-    (tmp / "inject").mkdir()
-    (tmp / "inject" / "sitecustomize.py").write_text(INJECT)
-    env = isolated_env(tmp, PYTHONPATH=str(tmp / "inject"))
+    env = isolated_env(tmp)
     args = ["-m", "experiment=activation_ablation", *FAST, "trainer.max_epochs=3", "optimizer.lr=0.004",
             "seed=1,2", "callbacks.milestone_stop.below=80", "callbacks.milestone_stop.window_images=200"]  # fmt: skip
-    proc = run_cli("alexnet-train", *args, env=env, cwd=tmp)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Classifier, "training_step", failing_training_step(Classifier.training_step))
+        proc = run_cli("alexnet-train", *args, env=env, cwd=tmp)
     (folder,) = (tmp / "logs" / "train" / "multiruns").iterdir()
     assert "injected failure for the report test" in proc.stdout + proc.stderr  # logged, and the sweep went on
     return folder

@@ -149,7 +149,7 @@ def test_multirun_with_seeds_and_same_second_runs_never_collide(cli_env: dict, t
     ]
     # the multirun through the joblib launcher: its worker processes resolve their run dirs with our resolvers
     multi = run_cli("alexnet-train", "experiment=tutorial_cifar10", *base, "-m", "seed=1,2", "hydra/launcher=parallel",
-                    env=cli_env, cwd=tmp_path)  # fmt: skip
+                    env=cli_env, cwd=tmp_path, process=True)  # fmt: skip
     for p in procs:
         _, err = p.communicate(timeout=300)
         assert p.returncode == 0, err.decode()[-2000:]

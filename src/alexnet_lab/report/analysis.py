@@ -159,7 +159,9 @@ def build_report(sweep: Path) -> Report:
                 reached = sum(1 for j in setting_jobs if (m := j.milestone_epochs) and m[1])
                 finished = sum(1 for j in setting_jobs if j.status == "finished")
                 outcome = (
-                    "no finished run" if math.isinf(to_milestone) else f"{to_milestone:.1f} epochs ({reached}/{finished} reached{on})"
+                    "no finished run"
+                    if math.isinf(to_milestone)
+                    else f"{to_milestone:.1f} epochs ({reached}/{finished} reached{on})"
                 )
                 report.tuning.append((label, setting + (" (chosen)" if setting == best else ""), outcome))
                 if setting != best:
