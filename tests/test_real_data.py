@@ -33,20 +33,22 @@ def train_and_read(args: list[str], tmp_path: Path, timeout: int) -> dict:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not ARCHIVE, reason="set ALEXNET_CIFAR10 to a CIFAR-10 archive or folder")
-def test_lrn_acts_in_the_18pct_net_and_three_epochs_learn(tmp_path: Path) -> None:
-    """The baseline net of experiment=lrn_ablation (cuda-convnet's 18pct, its recipe and input units): after three
-    epochs its first rnorm divides the strongest responses by 1.2 or more (99th percentile of its divisor over the
-    validation images; 1.0 would be an identity), and the net is far better than chance."""
-    args = ["experiment=lrn_ablation", f"data.path={ARCHIVE}", f"data.cache_dir={CACHE}", "trainer.max_epochs=3",
-            "trainer.accelerator=cpu", "seed=1", "~callbacks.rich_progress_bar"]  # fmt: skip
+def test_lrn_acts_in_the_18pct_net_and_one_epoch_learns(tmp_path: Path) -> None:
+    """The baseline net of experiment=lrn_ablation (cuda-convnet's 18pct, its recipe and input units): after one
+    epoch its first rnorm divides the strongest responses by 1.05 or more (99th percentile of its divisor over the
+    validation images; an identity gives 1.0000, as this net does on standardized inputs), and the net is far
+    better than chance."""
+    args = ["experiment=lrn_ablation", f"data.path={ARCHIVE}", f"data.cache_dir={CACHE}", "trainer.max_epochs=1",
+            "data.val_size=2000", "trainer.accelerator=cpu", "seed=1", "~callbacks.rich_progress_bar"]  # fmt: skip
     record = train_and_read(args, tmp_path, timeout=900)
-    assert record["status"] == "finished" and record["epochs"] == 3
-    assert record["steps"] == 3 * (45_000 // 128)  # 50,000 train images less 5,000 held out, full batches only
+    assert record["status"] == "finished" and record["epochs"] == 1
+    assert record["steps"] == 48_000 // 128  # 50,000 train images less 2,000 held out, full batches only
     final = record["final"]
-    # measured on the 2-core CPU: 1.09, 1.21, 1.49 after epochs 1-3 (seed 1); the median stays near 1.0
-    assert final["lrn/rnorm1/divisor_p99"] >= 1.2 and final["lrn/rnorm1/divisor_median"] < 1.05
-    # chance is 90 %; after three epochs the validation error measured 48.7 % (seed 1), so 60 % leaves room
-    assert final["test/top1_err"] < 60.0 and final["test/top5_err"] < 15.0
+    # measured on the 2-core CPU (seed 1, 2,000 held out): p99 1.088, median 1.001 after one epoch (with 5,000 held
+    # out: 1.09, then 1.21, 1.49, 2.74 after epochs 2, 3, 10)
+    assert final["lrn/rnorm1/divisor_p99"] >= 1.05 and final["lrn/rnorm1/divisor_median"] < 1.05
+    # chance is 90 % (top-5: 50 %); after one epoch the test error measured 61.4 % (top-5 13.0 %)
+    assert final["test/top1_err"] < 70.0 and final["test/top5_err"] < 20.0
 
 
 @pytest.mark.slow
@@ -54,14 +56,14 @@ def test_lrn_acts_in_the_18pct_net_and_three_epochs_learn(tmp_path: Path) -> Non
 def test_lrn_acts_in_the_11pct_net(tmp_path: Path) -> None:
     """The baseline net of experiments lrn_local_ablation and augmentation_ablation (cuda-convnet's conv-local 11pct,
     its recipe: 24x24 crops, cuda-convnet's units): its first cross-map rnorm divides the strongest responses by
-    1.2 or more within 300 training steps."""
+    1.08 or more within 100 training steps (an identity: 1.000001, as on standardized inputs)."""
     args = ["experiment=cudaconvnet_11pct", f"data.path={ARCHIVE}", f"data.cache_dir={CACHE}", "trainer.max_epochs=1",
-            "trainer.limit_train_batches=300", "data.val_size=2000", "test=false", "trainer.accelerator=cpu", "seed=0",
+            "trainer.limit_train_batches=100", "data.val_size=1000", "test=false", "trainer.accelerator=cpu", "seed=0",
             "~callbacks.rich_progress_bar"]  # fmt: skip
     record = train_and_read(args, tmp_path, timeout=900)
-    assert record["status"] == "finished" and record["steps"] == 300
-    # measured on the 2-core CPU (seed 0): 1.16 after 100 steps, 1.26 after 200, 1.43 after 300
-    assert record["final"]["lrn/rnorm1/divisor_p99"] >= 1.2
+    assert record["status"] == "finished" and record["steps"] == 100
+    # measured on the 2-core CPU (seed 0): 1.166 after 100 steps (1,000 held out); 1.26 after 200, 1.43 after 300
+    assert record["final"]["lrn/rnorm1/divisor_p99"] >= 1.08
 
 
 def cifar_jpeg_tree(per_class: dict[str, int]) -> Path:
