@@ -18,11 +18,14 @@ from conftest import isolated_env, run_cli, write_jpeg_tree
 from PIL import Image
 from torch import nn
 from torchvision.datasets import imagenet as tv_imagenet
+from torchvision.io import ImageReadMode, decode_jpeg, read_file
 from torchvision.transforms.v2.functional import center_crop as tv_center_crop
+from torchvision.transforms.v2.functional import pil_to_tensor
 
 from alexnet_lab.batches import Views
 from alexnet_lab.data import DataError, ImageNetDataModule
 from alexnet_lab.data.common import global_batch
+from alexnet_lab.data.imagenet.gpu import decode_files
 from alexnet_lab.data.imagenet.workers import Draws, Encoded, ImageFiles, WorkerBatch, collate
 from alexnet_lab.data.transforms import center_crop, pca_lighting, ten_crop, windows
 from alexnet_lab.module import Classifier
@@ -391,6 +394,63 @@ def test_encoded_files_decode_on_the_device_like_the_workers(
     decoded, keep = dm.decode_on_device(files, encoded.paths, encoded.draws, torch.device(device), train=True)
     assert all(keep) and decoded.device.type == device and decoded.shape == workers.images.shape
     assert (decoded.cpu().float() - workers.images.float()).abs().mean() < 2.0  # IDCT rounding only
+
+
+def test_gpu_decoding_retries_file_by_file_and_hands_what_nvjpeg_rejects_to_pil(tree: Path) -> None:
+    """The fallback logic of decode=cuda, on the CPU: a stand-in for nvjpeg that, as nvjpeg does, fails a whole batch
+    when one file in it is not a JPEG it takes (here the PNG named .JPEG, and a truncated file)."""
+    folder = tree / "train" / WNIDS[0]
+    paths = [str(folder / f"{WNIDS[0]}_{i}.JPEG") for i in range(5)]  # 1 grayscale, 2 CMYK, 3 a PNG
+    truncated = folder / "cut.JPEG"
+    truncated.write_bytes(Path(paths[4]).read_bytes()[:200])
+    files = [read_file(p) for p in paths]
+    rejected = {3}  # the PNG
+    calls = []
+
+    def nvjpeg(data, mode, device):
+        if isinstance(data, list):
+            calls.append(len(data))
+            if any(torch.equal(d, files[i]) for d in data for i in rejected) or any(len(d) == 200 for d in data):
+                raise RuntimeError("nvjpeg: a batch with a file it cannot decode")
+            return [decode_jpeg(d, mode=mode) for d in data]
+        calls.append(1)
+        if any(torch.equal(data, files[i]) for i in rejected) or len(data) == 200:
+            raise RuntimeError("nvjpeg: not a baseline JPEG")
+        return decode_jpeg(data, mode=mode)
+
+    cpu = torch.device("cpu")
+    clean = [0, 1, 2, 4]
+    decoded = decode_files([files[i] for i in clean], [paths[i] for i in clean], cpu, skip_bad=False, decoder=nvjpeg)
+    assert calls == [4] and all(
+        torch.equal(d, decode_jpeg(files[i], mode=ImageReadMode.RGB)) for d, i in zip(decoded, clean)
+    )
+
+    calls.clear()
+    decoded = decode_files(files, paths, cpu, skip_bad=False, decoder=nvjpeg)
+    assert calls == [5, 1, 1, 1, 1, 1]  # the batch failed: file by file
+    assert torch.equal(decoded[3], pil_to_tensor(Image.open(paths[3]).convert("RGB")))  # PIL took the PNG
+    assert all(torch.equal(decoded[i], decode_jpeg(files[i], mode=ImageReadMode.RGB)) for i in clean)
+
+    with_bad = [*files, read_file(str(truncated))], [*paths, str(truncated)]
+    with pytest.raises(DataError, match="cannot decode image .*cut.JPEG"):
+        decode_files(*with_bad, cpu, skip_bad=False, decoder=nvjpeg)
+    kept = decode_files(*with_bad, cpu, skip_bad=True, decoder=nvjpeg)
+    assert kept[-1] is None and all(d is not None for d in kept[:-1])
+
+
+def test_an_interrupted_rescale_pass_writes_only_the_missing_copies(tree: Path, tmp_path: Path) -> None:
+    dm = datamodule(tree, tmp_path, mean="channel")
+    dm.prepare_data()
+    copies = sorted(dm.prepared_root.rglob("*.JPEG"))
+    # as a pass killed midway leaves it: no completion marker, a third of the copies not written yet
+    dm._prepared_marker().unlink()
+    for path in copies[::3]:
+        path.unlink()
+    kept = {path: path.stat().st_mtime_ns for path in copies if path.exists()}
+    again = datamodule(tree, tmp_path, mean="channel")
+    again.prepare_data()
+    assert sorted(dm.prepared_root.rglob("*.JPEG")) == copies and again._prepared_marker().exists()
+    assert {path: path.stat().st_mtime_ns for path in kept} == kept  # the copies already there were left alone
 
 
 # ----------------------------------------------------------------------------- unreadable images

@@ -46,8 +46,10 @@ def record(tmp: Path, name: str) -> dict:
 def start(lab: dict, *args: str) -> subprocess.Popen:
     exe = str(Path(sys.executable).with_name("alexnet-train"))
     return subprocess.Popen(
-        [exe, *RUN, *args], env=lab["env"], cwd=lab["tmp"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+        [exe, *RUN, *args], env=lab["env"], cwd=lab["tmp"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # Ctrl-C reaches it even where the suite runs as a background job (SIGINT ignored); only a signal call here
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # noqa: PLW1509
+    )  # fmt: skip
 
 
 def wait_for_checkpoint(lab: dict, name: str, proc: subprocess.Popen, timeout: float = 240) -> Path:
@@ -104,6 +106,22 @@ def test_sigterm_saves_a_checkpoint_and_resume_matches(lab: dict) -> None:
     assert ckpt["global_step"] == stopped["steps"]
     run_cli("alexnet-train", "ckpt_path=last", "name=preempted", env=lab["env"], cwd=lab["tmp"])
     assert_same_results(record(lab["tmp"], "preempted"), lab["reference"])
+
+
+def test_ctrl_c_finishes_the_batch_saves_and_says_how_to_resume(lab: dict) -> None:
+    proc = start(lab, "name=ctrlc")
+    folder = wait_for_checkpoint(lab, "ctrlc", proc)
+    proc.send_signal(signal.SIGINT)  # during epoch 2, as a terminal's Ctrl-C
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-2000:]
+    assert "Ctrl-C: stopping after this batch and saving a checkpoint" in out + err
+    assert err.strip().splitlines()[-1] == (
+        f"interrupted: saved {folder}/checkpoints/last.ckpt; resume with alexnet-train ckpt_path=last name=ctrlc"
+    )
+    stopped = record(lab["tmp"], "ctrlc")
+    assert stopped["status"] == "interrupted" and 18 <= stopped["steps"] < lab["reference"]["steps"]
+    ckpt = torch.load(folder / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["global_step"] == stopped["steps"] and "optimizer_states" in ckpt  # whole: it resumes the run
 
 
 def test_last_ckpt_is_the_newest_epoch_even_when_it_is_not_the_best(lab: dict) -> None:

@@ -198,6 +198,8 @@ def check_override_types(cfg: DictConfig) -> None:
     for key in value_keys:
         default = OmegaConf.select(defaults, key, throw_on_resolution_failure=False)
         value = OmegaConf.select(cfg, key, throw_on_resolution_failure=False)
+        if key == "compile" and isinstance(value, str):
+            continue  # true/false, or the name of a torch.compile backend
         if isinstance(default, bool) and not isinstance(value, bool):
             raise ConfigError(f"{key}={value!r} is not a boolean; use {key}=true or {key}=false")
         integer = isinstance(default, int) and not isinstance(default, bool)

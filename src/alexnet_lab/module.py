@@ -79,7 +79,7 @@ class Classifier(L.LightningModule):
         num_classes: int = 10,
         monitor: str = "val/top1_err",
         channels_last: bool | str = False,
-        compile: bool = False,
+        compile: bool | str = False,
         run_config: dict | None = None,
     ) -> None:
         super().__init__()
@@ -88,8 +88,9 @@ class Classifier(L.LightningModule):
             raise ValueError(f"channels_last={channels_last!r}: use true, false or auto")
         self.nhwc = channels_last is True  # "auto" is decided in setup(), once the device is known
         self.net = net.to(memory_format=torch.channels_last) if self.nhwc else net
-        if compile:
-            self.net.compile()  # in place: parameter names, and so checkpoints, stay as without it
+        if compile:  # true: torch.compile's default backend (inductor); a string names another, e.g. aot_eager
+            # in place: parameter names, and so checkpoints, stay as without it
+            self.net.compile(**({} if compile is True else {"backend": compile}))
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.train_metrics = stage_metrics("train", num_classes)
         self.val_metrics = stage_metrics("val", num_classes)

@@ -1,0 +1,79 @@
+"""The LightningModule's switches that change how the network runs: channels_last and torch.compile."""
+
+from __future__ import annotations
+
+import copy
+from functools import partial
+from types import SimpleNamespace
+
+import lightning as L
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from alexnet_lab.module import Classifier
+
+
+def tiny_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5)
+    )
+
+
+def batches(n: int = 3) -> DataLoader:
+    gen = torch.Generator().manual_seed(1)
+    images, labels = torch.randn(6 * n, 3, 12, 12, generator=gen), torch.randint(0, 5, (6 * n,), generator=gen)
+    return DataLoader(TensorDataset(images, labels), batch_size=6)
+
+
+def fit(module: Classifier, data: DataLoader) -> Classifier:
+    trainer = L.Trainer(
+        accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
+    )  # fmt: skip
+    trainer.fit(module, train_dataloaders=data)
+    return module
+
+
+def module_with(net: nn.Module, **kwargs) -> Classifier:
+    return Classifier(net, partial(torch.optim.SGD, lr=0.1, momentum=0.9), num_classes=5, **kwargs)
+
+
+@pytest.mark.parametrize("setting", [True, "auto"])
+def test_channels_last_trains_in_nhwc_to_the_same_weights(setting: bool | str) -> None:
+    net = tiny_net()
+    nchw = fit(module_with(copy.deepcopy(net), channels_last=False), batches())
+    nhwc = fit(module_with(copy.deepcopy(net), channels_last=setting), batches())
+    assert nhwc.nhwc and not nchw.nhwc  # "auto" picks NHWC on a CPU
+    assert nhwc.net[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert not nchw.net[0].weight.is_contiguous(memory_format=torch.channels_last)
+    for (name, a), b in zip(nhwc.net.state_dict().items(), nchw.net.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4, msg=name)  # one layout or the other: same training
+
+
+def test_channels_last_auto_stays_nchw_on_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    module = module_with(tiny_net(), channels_last="auto")
+    gpu = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("cuda", 0)))
+    monkeypatch.setattr(Classifier, "trainer", property(lambda self: gpu))
+    module.setup("fit")
+    assert not module.nhwc and not module.net[0].weight.is_contiguous(memory_format=torch.channels_last)
+    with pytest.raises(ValueError, match="channels_last='yes': use true, false or auto"):
+        module_with(tiny_net(), channels_last="yes")
+
+
+def test_compile_trains_like_eager_and_keeps_checkpoint_names() -> None:
+    """compile names a torch.compile backend here (aot_eager: dynamo and AOT autograd, no C++ toolchain, seconds
+    instead of inductor's half minute on this CPU); true takes torch's default the same way."""
+    net = tiny_net()
+    eager = fit(module_with(copy.deepcopy(net)), batches())
+    compiled = fit(module_with(copy.deepcopy(net), compile="aot_eager"), batches())
+    assert compiled.net._compiled_call_impl is not None  # it really ran through torch.compile
+    assert list(compiled.state_dict()) == list(eager.state_dict())  # no _orig_mod: checkpoints load either way
+    for (name, a), b in zip(compiled.net.state_dict().items(), eager.net.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4, msg=name)
+    reloaded = module_with(tiny_net())
+    reloaded.load_state_dict(compiled.state_dict())
+    x = next(iter(batches(1)))[0]
+    torch.testing.assert_close(reloaded(x), eager(x), atol=1e-5, rtol=1e-4)
