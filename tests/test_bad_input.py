@@ -71,16 +71,11 @@ def test_override_types_are_checked_against_the_defaults(override: str, message:
     assert str(err.value) == message
 
 
-@pytest.mark.parametrize(
-    "override, message",
-    [
-        ("data=imagenette", "Could not find 'data/imagenette'"),
-        ("trainer.max_epoch=3", "Could not override 'trainer.max_epoch'"),
-    ],
-)
-def test_unknown_groups_and_keys_are_refused_by_hydra(override: str, message: str, composed) -> None:
-    with pytest.raises(Exception, match=message):
-        composed(override)
+def test_compile_takes_a_boolean_or_a_backend_name(composed) -> None:
+    cli.check_override_types(composed("compile=aot_eager"))  # a torch.compile backend: no error
+    cli.check_override_types(composed("compile=true"))
+    with pytest.raises(cli.ConfigError, match="compile=3 is not a boolean"):
+        cli.check_override_types(composed("compile=3"))
 
 
 def test_missing_data_is_one_line_and_leaves_nothing(cli_env: dict, tmp_path: Path) -> None:

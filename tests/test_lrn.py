@@ -28,13 +28,14 @@ def test_lrn_is_the_papers_equation(n: int, alpha: float, beta: float, k: float)
     torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
 
 
-def test_torch_local_response_norm_would_divide_alpha_by_n() -> None:
+def test_our_alpha_is_torchs_alpha_times_n() -> None:
+    """The translation README documents: torch's LocalResponseNorm divides alpha by n, the paper does not, so the
+    paper's alpha = 1e-4 is torch's alpha = 5e-4 (n = 5); the layer must not be torch's with the paper's number."""
     torch.manual_seed(0)
     a = torch.randn(1, 8, 3, 3, dtype=torch.float64) * 50
-    naive = torch.nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0)(a)
-    paper = paper_lrn(a, 5, 1e-4, 0.75, 2.0)
-    assert not torch.allclose(naive, paper, rtol=1e-6)  # the trap the issue warns about
-    torch.testing.assert_close(naive, paper_lrn(a, 5, 1e-4 / 5, 0.75, 2.0), rtol=1e-10, atol=1e-12)
+    ours = LRN(5, 1e-4, 0.75, 2.0)(a)
+    torch.testing.assert_close(ours, torch.nn.LocalResponseNorm(5, alpha=5e-4, beta=0.75, k=2.0)(a), rtol=1e-10, atol=0)
+    assert not torch.allclose(ours, torch.nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0)(a), rtol=1e-6)
 
 
 def spatial_by_loop(a: torch.Tensor, size: int, alpha: float, beta: float, k: float) -> torch.Tensor:
