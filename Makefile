@@ -6,7 +6,7 @@ ALEXNET_CIFAR10 ?= $(firstword $(wildcard $(CURDIR)/../shared/data/cifar10-jpeg.
 export ALEXNET_CIFAR10
 ARGS ?= experiment=tutorial_cifar10
 
-.PHONY: setup train test lint tensorboard clean
+.PHONY: setup train test test-quick lint tensorboard clean
 
 $(BIN)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -21,8 +21,11 @@ setup: $(BIN)/.installed  ## create .venv with the project and its test tools
 train: setup  ## train (default: the Keras tutorial's run); pass Hydra overrides in ARGS="..."
 	$(BIN)/alexnet-train $(ARGS)
 
-test: setup  ## the test suite (the real-data test runs when ALEXNET_CIFAR10 names an archive)
+test: setup  ## the whole test suite (the real-data tests run when ALEXNET_CIFAR10 names an archive); what CI runs
 	$(BIN)/pytest -q
+
+test-quick: setup  ## everything but the tests marked slow (real data, and those that need a process of their own)
+	$(BIN)/pytest -q -m "not slow"
 
 lint: setup  ## ruff: the checks and the formatting (settings in pyproject.toml; the version is pinned in its test extra)
 	$(BIN)/ruff check .

@@ -126,6 +126,7 @@ def test_values_a_library_refuses_become_one_line_naming_the_key(
     assert str(err.value).startswith(message) and "\n" not in str(err.value)
 
 
+@pytest.mark.slow
 def test_a_refused_value_exits_2_with_one_line_and_leaves_nothing(cli_env: dict, tmp_path: Path) -> None:
     write_batches(tmp_path / "data" / "cifar10", n_train=100, n_test=20)
     proc = run_cli("alexnet-train", *FAST, "optimizer.lr=-1", env=cli_env, cwd=tmp_path, check=False, process=True)

@@ -8,9 +8,11 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
 from conftest import REPO, write_batches
 
 
+@pytest.mark.slow
 def test_wheel_ships_the_configs_and_runs_outside_the_checkout(tmp_path: Path) -> None:
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "dist"), str(REPO)],
@@ -60,6 +62,7 @@ def test_wheel_ships_the_configs_and_runs_outside_the_checkout(tmp_path: Path) -
     assert list((elsewhere / "logs" / "train" / "runs").glob("*/metrics.json"))
 
 
+@pytest.mark.slow
 def test_importing_the_package_has_no_side_effects() -> None:
     """Tests and notebooks import the package freely: no resolver registered, no run id decided or exported."""
     code = (

@@ -170,6 +170,7 @@ def test_bad_input_is_one_line(lab: dict, tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.slow
 def test_notebook_shows_both_figures(lab: dict, tmp_path: Path) -> None:
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")

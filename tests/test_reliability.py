@@ -75,6 +75,7 @@ def test_same_seed_twice_gives_identical_metrics(lab: dict) -> None:
     assert again["final"] == reference["final"] and again["seed"] == reference["seed"] == 7
 
 
+@pytest.mark.slow
 def test_sigkill_after_the_first_checkpoint_then_resume(lab: dict) -> None:
     proc = start(lab, "name=killed")
     folder = wait_for_checkpoint(lab, "killed", proc)
@@ -91,6 +92,7 @@ def test_sigkill_after_the_first_checkpoint_then_resume(lab: dict) -> None:
     assert len(list((folder / ".hydra").glob("resume_*/overrides.yaml"))) == 1
 
 
+@pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_and_resume_matches(lab: dict) -> None:
     proc = start(lab, "name=preempted")
     folder = wait_for_checkpoint(lab, "preempted", proc)
@@ -108,6 +110,7 @@ def test_sigterm_saves_a_checkpoint_and_resume_matches(lab: dict) -> None:
     assert_same_results(record(lab["tmp"], "preempted"), lab["reference"])
 
 
+@pytest.mark.slow
 def test_ctrl_c_finishes_the_batch_saves_and_says_how_to_resume(lab: dict) -> None:
     proc = start(lab, "name=ctrlc")
     folder = wait_for_checkpoint(lab, "ctrlc", proc)
@@ -138,6 +141,7 @@ def test_last_ckpt_is_the_newest_epoch_even_when_it_is_not_the_best(lab: dict) -
     assert result["final"]["test/top1_err"] == pytest.approx(result["final"]["val/top1_err"], abs=1e-4)
 
 
+@pytest.mark.slow
 def test_a_kill_after_an_epoch_that_was_not_the_best_resumes_from_that_epoch(lab: dict) -> None:
     """With the first epoch the best one for good (ranked on the highest error), a run killed later resumes from
     the newest epoch: the resumed process trains only the epochs that were lost."""
@@ -168,6 +172,7 @@ def test_a_kill_after_an_epoch_that_was_not_the_best_resumes_from_that_epoch(lab
     assert trained_again == 3 - (saved + 1)  # only the lost epochs were trained again
 
 
+@pytest.mark.slow
 def test_a_sweep_killed_midway_and_started_again_runs_every_job_once(lab: dict) -> None:
     """The same multirun started again in its sweep dir keeps finished jobs, resumes the interrupted one from its
     last.ckpt, and runs the rest."""
@@ -304,6 +309,7 @@ def test_atomic_save_keeps_the_old_file_when_a_write_fails(tmp_path: Path, monke
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
 
 
+@pytest.mark.slow
 def test_ddp_on_cpu_inside_a_multirun_agrees_with_one_process(lab: dict) -> None:
     # one sweep, two jobs: one process, and two spawned gloo processes splitting each global batch of 50.
     # Dropout off: each rank draws its own masks, which one process cannot reproduce. SGD: Adam divides by the

@@ -166,6 +166,7 @@ def test_milestone_stop_records_when_and_stops(sweep: Path) -> None:
     assert build_report(sweep).rows[0].milestones == [(r["final"]["milestone/epochs"], True) for r in relu]
 
 
+@pytest.mark.slow
 def test_notebook_runs_headless(sweep: Path, tmp_path: Path) -> None:
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")

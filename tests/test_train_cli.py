@@ -136,6 +136,7 @@ def test_eval_refuses_a_missing_checkpoint(trained: dict) -> None:
     assert proc.stderr.strip().splitlines()[-1].startswith("error: checkpoint /nonexistent/x.ckpt does not exist")
 
 
+@pytest.mark.slow
 def test_multirun_with_seeds_and_same_second_runs_never_collide(cli_env: dict, tmp_path: Path) -> None:
     write_batches(tmp_path / "data" / "cifar10", n_train=300, n_test=50)
     base = [*FAST, "trainer.max_epochs=1", "data.val_size=50", "trainer.limit_train_batches=2"]
