@@ -37,9 +37,6 @@ class TrainStepOutput(TypedDict):
     images: int  # images in the batch
 
 
-STAGES = ("train", "val", "test")
-
-
 def stage_metrics(stage: str, num_classes: int) -> MetricCollection:
     """``<stage>/loss``, ``<stage>/top1`` and ``<stage>/top5`` (accuracies), accumulated on the device with
     ``update(value=loss, weight=images, preds=logits, target=labels)``: each metric takes its own keywords."""
