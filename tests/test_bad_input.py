@@ -27,6 +27,11 @@ def leftovers(logs: Path) -> list[Path]:
             "error: trainer.max_epochs='abc' is not an integer; give e.g. trainer.max_epochs=30",
         ),
         ("seed=x", 2, "error: seed='x' is not an integer; give e.g. seed=0, or leave it out"),
+        (
+            "compile=foo",
+            2,
+            "error: compile=foo: Invalid backend: 'foo'. See `torch._dynamo.list_backends()` for available backends.",
+        ),
     ],
 )
 def test_bad_overrides(override: str, code: int, message: str, cli_env: dict, tmp_path: Path) -> None:

@@ -222,7 +222,7 @@ def _named(cfg: DictConfig, key: str, err: BaseException) -> ConfigError:
     cause = _root_cause(err)
     message = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
     node = OmegaConf.select(cfg, key)
-    culprit = key
+    culprit = key if isinstance(node, (DictConfig, ListConfig)) or node is None else f"{key}={node}"  # a scalar: itself
     if isinstance(node, DictConfig):
         for name, value in node.items():
             if not isinstance(value, (DictConfig, ListConfig)) and value is not None and str(value) in message:
@@ -244,10 +244,11 @@ def build_node(cfg: DictConfig, key: str, **kwargs: Any) -> Any:
         raise _named(cfg, key, err) from err
 
 
-def check_node(cfg: DictConfig, key: str, use: Callable[[], Any]) -> None:
-    """Call ``use`` once (e.g. build the optimizer from its partial) so a refused value of ``key`` fails now."""
+def check_node(cfg: DictConfig, key: str, use: Callable[[], Any]) -> Any:
+    """Call ``use`` once (e.g. build the optimizer from its partial) so a refused value of ``key`` fails now, as one
+    line naming it; what ``use`` returns."""
     try:
-        use()
+        return use()
     except Exception as err:
         raise _named(cfg, key, err) from err
 

@@ -49,14 +49,20 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, Classifier, L.Trainer
     net = cli.build_node(cfg, "model")
     check_input(net, datamodule.input_shape, cfg)  # before compile=true compiles it
     run_config = OmegaConf.to_container(cfg, resolve=True)
-    module = Classifier(
-        net=net,
-        optimizer=cli.build_node(cfg, "optimizer"),
-        scheduler=cli.build_node(cfg, "scheduler") if cfg.get("scheduler") else None,
-        num_classes=cfg.data.num_classes,
-        channels_last=cfg.channels_last,
-        compile=cfg.compile,
-        run_config=run_config,
+    optimizer = cli.build_node(cfg, "optimizer")
+    scheduler = cli.build_node(cfg, "scheduler") if cfg.get("scheduler") else None
+    module = cli.check_node(  # torch.compile refuses an unknown backend name here
+        cfg,
+        "compile",
+        lambda: Classifier(
+            net=net,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            num_classes=cfg.data.num_classes,
+            channels_last=cfg.channels_last,
+            compile=cfg.compile,
+            run_config=run_config,
+        ),
     )
     # partials: torch checks their values only when they are called
     cli.check_node(cfg, "optimizer", module.build_optimizer)
