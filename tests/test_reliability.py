@@ -184,33 +184,33 @@ def test_a_sweep_killed_midway_and_started_again_runs_every_job_once(lab: dict) 
         [exe, *args], env=lab["env"], cwd=lab["tmp"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     deadline = time.monotonic() + 300
-    while not (sweep / "1_seed=2" / "checkpoints" / "last.ckpt").exists():
+    while not (sweep / "1_seed-2" / "checkpoints" / "last.ckpt").exists():
         assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()[-2000:]
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)  # during the second job
     proc.wait()
-    first = (sweep / "0_seed=1" / "metrics.json").read_text()
+    first = (sweep / "0_seed-1" / "metrics.json").read_text()
     assert json.loads(first)["status"] == "finished"
-    assert json.loads((sweep / "1_seed=2" / "metrics.json").read_text())["status"] == "running"
-    assert not (sweep / "2_seed=3").exists()
+    assert json.loads((sweep / "1_seed-2" / "metrics.json").read_text())["status"] == "running"
+    assert not (sweep / "2_seed-3").exists()
 
     proc = run_cli("alexnet-train", *args, env=lab["env"], cwd=lab["tmp"])
     assert "this job finished earlier with the same config: kept as it is" in proc.stdout + proc.stderr
     records = {p.parent.name: json.loads(p.read_text()) for p in sweep.glob("*/metrics.json")}
-    assert sorted(records) == ["0_seed=1", "1_seed=2", "2_seed=3"]
+    assert sorted(records) == ["0_seed-1", "1_seed-2", "2_seed-3"]
     assert all(r["status"] == "finished" and r["epochs"] == 4 for r in records.values())
-    assert (sweep / "0_seed=1" / "metrics.json").read_text() == first  # kept, not run again
-    assert records["1_seed=2"]["resumed_from"] == str(sweep / "1_seed=2" / "checkpoints" / "last.ckpt")
-    assert records["2_seed=3"]["resumed_from"] is None
+    assert (sweep / "0_seed-1" / "metrics.json").read_text() == first  # kept, not run again
+    assert records["1_seed-2"]["resumed_from"] == str(sweep / "1_seed-2" / "checkpoints" / "last.ckpt")
+    assert records["2_seed-3"]["resumed_from"] is None
     assert (sweep / "report.md").exists()
     # a third start changes nothing, and one with another config is refused for that job
     changed = run_cli("alexnet-train", *args, "optimizer.lr=0.002", env=lab["env"], cwd=lab["tmp"])
     assert "holds a run of another config (finished); start the sweep in a new hydra.sweep.dir" in (
         changed.stdout + changed.stderr
     )
-    assert (sweep / "0_seed=1" / "metrics.json").read_text() == first
-    assert "optimizer.lr" not in (sweep / "0_seed=1" / ".hydra" / "overrides.yaml").read_text()  # its own, as it was
-    assert len(list((sweep / "0_seed=1" / ".hydra").glob("rerun_*/overrides.yaml"))) == 2
+    assert (sweep / "0_seed-1" / "metrics.json").read_text() == first
+    assert "optimizer.lr" not in (sweep / "0_seed-1" / ".hydra" / "overrides.yaml").read_text()  # its own, as it was
+    assert len(list((sweep / "0_seed-1" / ".hydra").glob("rerun_*/overrides.yaml"))) == 2
 
 
 def test_resume_with_another_network_is_refused(lab: dict) -> None:
@@ -320,7 +320,7 @@ def test_ddp_on_cpu_inside_a_multirun_agrees_with_one_process(lab: dict) -> None
     )
     (sweep,) = (lab["tmp"] / "logs" / "train" / "multiruns").iterdir()
     one, ddp = (
-        json.loads((sweep / job / "metrics.json").read_text()) for job in ("0_trainer=default", "1_trainer=ddp")
+        json.loads((sweep / job / "metrics.json").read_text()) for job in ("0_trainer-default", "1_trainer-ddp")
     )
     assert one["config"]["trainer"]["devices"] == 1 and ddp["config"]["trainer"]["devices"] == 2
     assert ddp["status"] == one["status"] == "finished"
@@ -338,7 +338,7 @@ def test_a_failed_sweep_job_runs_again_from_the_start_whatever_its_config(tmp_pa
 
     from alexnet_lab.cli import ConfigError, config_fingerprint, previous_attempt
 
-    job = tmp_path / "3_seed=4"
+    job = tmp_path / "3_seed-4"
     (job / "checkpoints").mkdir(parents=True)
     (job / "checkpoints" / "last.ckpt").write_bytes(b"from the failed attempt")
     (job / "events.out.tfevents.1.host.1.0").write_bytes(b"curves of the failed attempt")

@@ -53,14 +53,14 @@ def jobs(folder: Path) -> dict[str, dict]:
 def test_sweep_goes_on_after_a_failed_job(sweep: Path) -> None:
     records = jobs(sweep)
     assert sorted(records) == [
-        "0_model.activation=relu,optimizer.lr=0.004,seed=1",
-        "1_model.activation=relu,optimizer.lr=0.004,seed=2",
-        "2_model.activation=tanh,optimizer.lr=0.004,seed=1",
-        "3_model.activation=tanh,optimizer.lr=0.004,seed=2",
+        "0_model.activation-relu_optimizer.lr-0.004_seed-1",
+        "1_model.activation-relu_optimizer.lr-0.004_seed-2",
+        "2_model.activation-tanh_optimizer.lr-0.004_seed-1",
+        "3_model.activation-tanh_optimizer.lr-0.004_seed-2",
     ]
     assert [r["status"] for _, r in sorted(records.items())] == ["finished", "finished", "finished", "failed"]
     assert (
-        records["3_model.activation=tanh,optimizer.lr=0.004,seed=2"]["error"]
+        records["3_model.activation-tanh_optimizer.lr-0.004_seed-2"]["error"]
         == "RuntimeError: injected failure for the report test"
     )
 
@@ -80,14 +80,14 @@ def test_report_rows_counts_and_means(sweep: Path) -> None:
     assert list(rows) == [relu_row, tanh_row]
     assert rows[relu_row][1] == "2 / 2" and rows[tanh_row][1] == "1 / 2"
     relu = [
-        records[f"{i}_model.activation=relu,optimizer.lr=0.004,seed={i + 1}"]["final"]["test/top1_err"] for i in (0, 1)
+        records[f"{i}_model.activation-relu_optimizer.lr-0.004_seed-{i + 1}"]["final"]["test/top1_err"] for i in (0, 1)
     ]
     assert rows[relu_row][2] == f"{statistics.fmean(relu):.2f} ± {statistics.stdev(relu):.2f}"
-    tanh = records["2_model.activation=tanh,optimizer.lr=0.004,seed=1"]["final"]["test/top1_err"]
+    tanh = records["2_model.activation-tanh_optimizer.lr-0.004_seed-1"]["final"]["test/top1_err"]
     assert rows[tanh_row][2] == f"{tanh:.2f}"  # one finished seed: no spread
     assert rows[tanh_row][6] == f"{tanh - statistics.fmean(relu):+.2f}"  # Δ without an interval (n=1)
     assert (
-        "`3_model.activation=tanh,optimizer.lr=0.004,seed=2`: RuntimeError: injected failure for the report test"
+        "`3_model.activation-tanh_optimizer.lr-0.004_seed-2`: RuntimeError: injected failure for the report test"
         in markdown
     )
     assert "six times faster" in markdown  # the paper's claim stands beside the table
@@ -125,7 +125,7 @@ def test_report_csv_png_and_tensorboard(sweep: Path) -> None:
         ("1", "2", "False"),
     ]
     relu5 = [
-        records[f"{i}_model.activation=relu,optimizer.lr=0.004,seed={i + 1}"]["final"]["test/top5_err"] for i in (0, 1)
+        records[f"{i}_model.activation-relu_optimizer.lr-0.004_seed-{i + 1}"]["final"]["test/top5_err"] for i in (0, 1)
     ]
     assert float(table[0]["test/top5_err_mean"]) == pytest.approx(statistics.fmean(relu5), abs=1e-6)
     assert float(table[0]["test/top5_err_std"]) == pytest.approx(statistics.stdev(relu5), abs=1e-6)
@@ -156,7 +156,7 @@ def test_report_cli_on_a_copied_sweep(sweep: Path, tmp_path: Path, cli_env: dict
 
 def test_milestone_stop_records_when_and_stops(sweep: Path) -> None:
     records = jobs(sweep)
-    relu = [records[f"{i}_model.activation=relu,optimizer.lr=0.004,seed={i + 1}"] for i in (0, 1)]
+    relu = [records[f"{i}_model.activation-relu_optimizer.lr-0.004_seed-{i + 1}"] for i in (0, 1)]
     for record in relu:  # the 200-image windows of 900 training images: reached within the 3 epochs, then stopped
         epochs = record["final"]["milestone/epochs"]
         assert 0 < epochs <= 3 and record["final"]["milestone/seconds"] > 0

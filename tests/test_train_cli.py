@@ -160,7 +160,7 @@ def test_multirun_with_seeds_and_same_second_runs_never_collide(cli_env: dict, t
     assert a["final"] == b["final"]  # seed=0 twice: the same numbers (seed 0 is a real seed)
     (sweep,) = (tmp_path / "logs" / "train" / "multiruns").iterdir()
     jobs = sorted(p.parent.name for p in sweep.glob("*/.hydra"))
-    assert jobs == ["0_seed=1", "1_seed=2"], multi.stdout[-1000:]
+    assert jobs == ["0_seed-1", "1_seed-2"], multi.stdout[-1000:]
     seeds = [json.loads((sweep / j / "metrics.json").read_text())["seed"] for j in jobs]
     assert seeds == [1, 2]
     assert "LeafSpec" not in multi.stderr  # the workers are as quiet as the entry point

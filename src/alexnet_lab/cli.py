@@ -67,16 +67,19 @@ def share_run_id() -> None:
 
 
 def swept_overrides(task_overrides: ListConfig | list[str], sweeper_params: DictConfig | None = None) -> str:
-    """This job's values of the swept keys (``model.norm=none,seed=2``), for run dir and TensorBoard names.
+    """This job's values of the swept keys (``model.norm-none_seed-2``), for run dir and TensorBoard names.
 
     Swept keys are those of the sweeper's ``params`` (experiments) and those swept on this process's command
-    line; without any, all of the job's overrides.
+    line; without any, all of the job's overrides. ``key-value`` pairs joined by ``_``, and any character Hydra's
+    override grammar reserves (``=``, ``,``, brackets, quotes) made a ``-``, so a pasted path to the job
+    (``ckpt_path=.../0_seed-1/checkpoints/last.ckpt``) parses as it is.
     """
     parsed = OverridesParser.create().parse_overrides([a for a in sys.argv[1:] if "=" in a and not a.startswith("-")])
     swept = {o.key_or_group for o in parsed if o.is_sweep_override()} | set(sweeper_params or {})
     mine = [str(o) for o in task_overrides]
     chosen = [o for o in mine if o.split("=", 1)[0].lstrip("+~") in swept] or mine
-    return ",".join(sorted(chosen)).replace("/", "-") or "default"
+    pairs = ("-".join(o.lstrip("+~").split("=", 1)) for o in sorted(chosen))
+    return re.sub(r"[^\w.+@%-]", "-", "_".join(pairs)) or "default"
 
 
 def newest_run(runs: Path, name: str) -> Path | None:
@@ -282,19 +285,40 @@ def resume_config(cfg: DictConfig, run_dir: Path) -> tuple[DictConfig, Path]:
     return resumed, checkpoints[-1]
 
 
-# Keys that say where a run lives or what it shows, not what it computes: a sweep moved to another machine or
-# watched with other callbacks is still the same sweep.
-_NOT_FINGERPRINTED = ("paths", "callbacks", "logger", "ckpt_path", "run_dir", "name")
+# Keys that say where a run lives, what it shows or how the report reads it, not what it computes: a sweep
+# moved to another machine, watched with other callbacks or given a better-worded claim is still the same sweep.
+_NOT_FINGERPRINTED = ("paths", "callbacks", "logger", "ckpt_path", "run_dir", "name", "ablation", "optimized_metric")
 
 
-def config_fingerprint(cfg: DictConfig) -> str:
-    """A short hash of what decides a run's result: the composed config less paths, callbacks and loggers."""
+def fingerprinted(cfg: DictConfig) -> dict[str, Any]:
+    """What decides a run's result: the composed config, resolved, less paths, callbacks, loggers and the
+    ablation's report block (its epoch budget is counted where it lands, in ``trainer.max_epochs``)."""
     tree = OmegaConf.to_container(cfg, resolve=True)
     for key in _NOT_FINGERPRINTED:
         tree.pop(key, None)
     for section, key in (("data", "path"), ("data", "cache_dir"), ("trainer", "default_root_dir")):
         (tree.get(section) or {}).pop(key, None)
-    return hashlib.sha1(json.dumps(tree, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return json.loads(json.dumps(tree, sort_keys=True, default=str))
+
+
+def config_fingerprint(cfg: DictConfig) -> str:
+    """A short hash of :func:`fingerprinted`."""
+    return hashlib.sha1(json.dumps(fingerprinted(cfg), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _same_config(record: dict[str, Any], cfg: DictConfig) -> bool:
+    """Whether a job's stored record was made with this config: the same fingerprint, or (the record keeps the
+    tree it hashed) every value it held still the same, keys added to the project's configs since then aside."""
+    if record.get("fingerprint") == config_fingerprint(cfg):
+        return True
+    stored = record.get("fingerprinted")
+    return isinstance(stored, dict) and _contained(stored, fingerprinted(cfg))
+
+
+def _contained(old: Any, new: Any) -> bool:
+    if isinstance(old, dict):
+        return isinstance(new, dict) and all(k in new and _contained(v, new[k]) for k, v in old.items())
+    return old == new
 
 
 def previous_attempt(cfg: DictConfig, run_dir: Path) -> tuple[dict | None, Path | None]:
@@ -314,7 +338,7 @@ def previous_attempt(cfg: DictConfig, run_dir: Path) -> tuple[dict | None, Path 
     if record.get("status") == "failed":  # no result to keep: run it again from the start, whatever its config
         _clear_attempt(run_dir)
         return None, None
-    if record.get("fingerprint") != config_fingerprint(cfg):
+    if not _same_config(record, cfg):
         raise ConfigError(
             f"job dir {run_dir} holds a run of another config ({record.get('status', 'unknown')}); start the sweep "
             "in a new hydra.sweep.dir, or delete that job dir to run it again"

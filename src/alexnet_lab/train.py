@@ -142,7 +142,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     seed = cfg.seed if cfg.seed is not None else random.SystemRandom().randrange(2**31)
     cfg.seed = seed  # the seed actually used, also when none was given
     L.seed_everything(seed, workers=True)
-    fingerprint = cli.config_fingerprint(cfg)  # as composed: build() fills in what follows the data
+    # taken as composed: build() fills in what follows the data
+    fingerprint, fingerprinted = cli.config_fingerprint(cfg), cli.fingerprinted(cfg)
     datamodule, module, trainer = build(cfg)
     if resume_from is not None:
         cli.check_fits(cli.load_checkpoint(resume_from), module, resume_from)
@@ -155,6 +156,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "overrides": list(HydraConfig.get().overrides.task),
         "resumed_from": str(resume_from) if resume_from else None,
         "fingerprint": fingerprint,  # a rerun of the sweep keeps this job if it still matches
+        "fingerprinted": fingerprinted,  # ... or if every value it hashed is still the same (keys added since aside)
         "git": cli.git_info(Path(HydraConfig.get().runtime.cwd)),
         "versions": {"torch": torch.__version__, "lightning": L.__version__},
         "config": config_summary(cfg),
