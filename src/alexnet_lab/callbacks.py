@@ -4,6 +4,7 @@ stop at a training-error milestone (the paper's Figure 1)."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import lightning as L
 import torch
@@ -92,41 +93,94 @@ class ResponseNormMonitor(L.Callback):
 
 
 class MilestoneStop(L.Callback):
-    """The paper's Figure 1 measure: stop training once the training error reaches ``below`` percent, and record
-    after how many epochs (``milestone/epochs``, fractional) and seconds (``milestone/seconds``) it did.
+    """The paper's Figure 1 measure: the epoch at which the training error reaches ``below`` percent, recorded as
+    ``milestone/epochs`` (fractional), ``milestone/seconds`` and ``milestone/resolution`` (epochs: one batch), and
+    training stops soon after.
 
-    The error is counted over windows of ``window_images`` training images (10,000: one of cuda-convnet's data
-    batches, the granularity at which it reported training error), from the errors of the training steps
-    themselves, so it costs one host sync per window. A run that never gets there has no ``milestone/*`` values:
-    it trained for ``trainer.max_epochs`` without reaching it.
+    The error is the running error over the last ``window_images`` training images (10,000: one of cuda-convnet's
+    data batches), taken after every batch from the training steps' own predictions; the oldest batch counts with
+    the fraction of it inside the window. The crossing is interpolated inside the batch where the running error
+    first drops to ``below``. Per-batch mistakes stay on the device and are read once per ``window_images`` images
+    (one host sync per window), so the run stops at most one window after the crossing; the state travels in
+    checkpoints, so a resumed run keeps its window. A run that never gets there has no ``milestone/*`` values.
     """
 
     def __init__(self, below: float = 25.0, window_images: int = 10_000) -> None:
         self.below, self.window_images = below, window_images
-        self.wrong: torch.Tensor | None = None  # mistakes in the current window, on the device
-        self.images = 0  # images in the current window (this process)
+        self.pending: list[tuple[torch.Tensor, int, float, float]] = []  # (mistakes, images, epochs after, seconds)
+        self.window: list[tuple[float, int]] = []  # (mistakes, images) of the batches behind the running error
+        self.previous: tuple[float, float, float] | None = None  # (running error, epochs, seconds) after the last batch
+        self.resumed: list[tuple[torch.Tensor, int, float, float]] = []  # pending batches from a checkpoint
         self.reached = False
+        self.elapsed = 0.0  # training seconds before this (resumed) start
         self.start = 0.0
 
+    def state_dict(self) -> dict[str, object]:
+        """Plain values (checkpoints load with weights_only=True); batches not yet read go in as they are (this
+        process's own: under DDP a mid-epoch save keeps rank 0's share of them)."""
+        return {
+            "window": [list(w) for w in self.window],
+            "pending": [[float(w), n, e, s] for w, n, e, s in self.pending],
+            "previous": self.previous,
+            "reached": self.reached,
+            "elapsed": self.elapsed + time.perf_counter() - self.start,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.window = [(float(w), int(n)) for w, n in state["window"]]
+        self.resumed = [(torch.tensor(w), int(n), float(e), float(s)) for w, n, e, s in state.get("pending", [])]
+        self.previous = tuple(state["previous"]) if state["previous"] is not None else None
+        self.reached, self.elapsed = bool(state["reached"]), float(state["elapsed"])
+
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.start = time.perf_counter()  # a resumed run counts seconds from its resume
-        self.wrong, self.images, self.reached = None, 0, False
+        device = pl_module.device
+        self.start, self.pending = time.perf_counter(), [(w.to(device), *rest) for w, *rest in self.resumed]
+        self.resumed = []
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: object, batch: object, batch_idx: int
     ) -> None:
         if self.reached or not isinstance(outputs, dict) or "wrong" not in outputs:
             return
-        self.wrong = outputs["wrong"] if self.wrong is None else self.wrong + outputs["wrong"]
-        self.images += outputs["images"]
-        if self.images * trainer.world_size < self.window_images:
+        epochs = trainer.current_epoch + (batch_idx + 1) / trainer.num_training_batches
+        seconds = self.elapsed + time.perf_counter() - self.start
+        self.pending.append((outputs["wrong"].detach(), int(outputs["images"]), epochs, seconds))
+        last_batch = batch_idx + 1 == trainer.num_training_batches
+        if sum(p[1] for p in self.pending) * trainer.world_size < self.window_images and not last_batch:
             return
-        wrong = float(trainer.strategy.reduce(self.wrong.float(), reduce_op="sum"))
-        images = float(trainer.strategy.reduce(torch.tensor(float(self.images), device=self.wrong.device), "sum"))
-        self.wrong, self.images = None, 0
-        if 100.0 * wrong / images <= self.below:
-            self.reached = True
-            epochs = trainer.current_epoch + (batch_idx + 1) / trainer.num_training_batches
-            pl_module.log("milestone/epochs", epochs, on_epoch=True, on_step=False)
-            pl_module.log("milestone/seconds", time.perf_counter() - self.start, on_epoch=True, on_step=False)
-            trainer.should_stop = True  # after this batch (once trainer.min_epochs are done)
+        wrong = trainer.strategy.reduce(torch.stack([p[0] for p in self.pending]).float(), reduce_op="sum").tolist()
+        images = trainer.strategy.reduce(torch.tensor([float(p[1]) for p in self.pending], device=self.pending[0][0].device),
+                                         reduce_op="sum").tolist()  # fmt: skip
+        batches = [(w, int(n), e, s) for w, n, (_, _, e, s) in zip(wrong, images, self.pending)]
+        self.pending = []
+        for mistakes, count, epochs, seconds in batches:
+            if self._add(mistakes, count, epochs, seconds, 1.0 / trainer.num_training_batches, pl_module):
+                trainer.should_stop = True  # after this batch (once trainer.min_epochs are done)
+                return
+
+    def _add(self, mistakes: float, count: int, epochs: float, seconds: float, batch_epochs: float,
+             pl_module: L.LightningModule) -> bool:  # fmt: skip
+        """Slide the window over one more batch; log and return True at the first crossing."""
+        self.window.append((mistakes, count))
+        while sum(n for _, n in self.window[1:]) >= self.window_images:
+            self.window.pop(0)
+        held = sum(n for _, n in self.window)
+        if held < self.window_images:  # not one full window of training yet
+            return False
+        oldest, oldest_count = self.window[0]
+        inside = oldest_count - (held - self.window_images)  # images of the oldest batch still in the window
+        error = 100.0 * (sum(w for w, _ in self.window[1:]) + oldest * inside / oldest_count) / self.window_images
+        previous, self.previous = self.previous, (error, epochs, seconds)
+        if error > self.below:
+            return False
+        # interpolated inside this batch, between the running error before it and after it
+        before, before_epochs, before_seconds = previous if previous is not None else (error, epochs, seconds)
+        share = 1.0 if before <= error else (before - self.below) / (before - error)
+        self.reached = True
+        pl_module.log(
+            "milestone/epochs", before_epochs + share * (epochs - before_epochs), on_epoch=True, on_step=False
+        )
+        pl_module.log("milestone/seconds", before_seconds + share * (seconds - before_seconds), on_epoch=True,
+                      on_step=False)  # fmt: skip
+        pl_module.log("milestone/resolution", batch_epochs, on_epoch=True, on_step=False)
+        return True
