@@ -54,10 +54,10 @@ def test_sweep_goes_on_after_a_failed_job(sweep: Path) -> None:
     records = jobs(sweep)
     assert sorted(records) == [
         "0_model.activation-relu_optimizer.lr-0.004_seed-1",
-        "1_model.activation-relu_optimizer.lr-0.004_seed-2",
-        "2_model.activation-tanh_optimizer.lr-0.004_seed-1",
+        "1_model.activation-tanh_optimizer.lr-0.004_seed-1",
+        "2_model.activation-relu_optimizer.lr-0.004_seed-2",
         "3_model.activation-tanh_optimizer.lr-0.004_seed-2",
-    ]
+    ]  # seed by seed: the experiment sweeps its seeds first
     assert [r["status"] for _, r in sorted(records.items())] == ["finished", "finished", "finished", "failed"]
     assert (
         records["3_model.activation-tanh_optimizer.lr-0.004_seed-2"]["error"]
@@ -80,14 +80,15 @@ def test_report_rows_counts_and_means(sweep: Path) -> None:
     assert list(rows) == [relu_row, tanh_row]
     assert rows[relu_row][1] == "2 / 2" and rows[tanh_row][1] == "1 / 2"
     relu = [
-        records[f"{i}_model.activation-relu_optimizer.lr-0.004_seed-{i + 1}"]["final"]["test/top1_err"] for i in (0, 1)
+        records[f"{2 * i}_model.activation-relu_optimizer.lr-0.004_seed-{i + 1}"]["final"]["test/top1_err"]
+        for i in (0, 1)
     ]
     assert rows[relu_row][2] == f"{statistics.fmean(relu):.2f} ± {statistics.stdev(relu):.2f}"
-    tanh = records["2_model.activation-tanh_optimizer.lr-0.004_seed-1"]["final"]["test/top1_err"]
+    tanh = records["1_model.activation-tanh_optimizer.lr-0.004_seed-1"]["final"]["test/top1_err"]
     assert rows[tanh_row][2] == f"{tanh:.2f}"  # one finished seed: no spread
-    assert rows[tanh_row][6] == f"{tanh - statistics.fmean(relu):+.2f}"  # Δ without an interval (n=1)
+    assert rows[tanh_row][6] == f"{tanh - statistics.fmean(relu):+.2f} (no interval)"  # n = 1
     assert (
-        "`3_model.activation-tanh_optimizer.lr-0.004_seed-2`: RuntimeError: injected failure for the report test"
+        "`3_model.activation-tanh_optimizer.lr-0.004_seed-2` (failed): RuntimeError: injected failure for the report test"
         in markdown
     )
     assert "six times faster" in markdown  # the paper's claim stands beside the table
@@ -125,7 +126,8 @@ def test_report_csv_png_and_tensorboard(sweep: Path) -> None:
         ("1", "2", "False"),
     ]
     relu5 = [
-        records[f"{i}_model.activation-relu_optimizer.lr-0.004_seed-{i + 1}"]["final"]["test/top5_err"] for i in (0, 1)
+        records[f"{2 * i}_model.activation-relu_optimizer.lr-0.004_seed-{i + 1}"]["final"]["test/top5_err"]
+        for i in (0, 1)
     ]
     assert float(table[0]["test/top5_err_mean"]) == pytest.approx(statistics.fmean(relu5), abs=1e-6)
     assert float(table[0]["test/top5_err_std"]) == pytest.approx(statistics.stdev(relu5), abs=1e-6)
@@ -156,7 +158,7 @@ def test_report_cli_on_a_copied_sweep(sweep: Path, tmp_path: Path, cli_env: dict
 
 def test_milestone_stop_records_when_and_stops(sweep: Path) -> None:
     records = jobs(sweep)
-    relu = [records[f"{i}_model.activation-relu_optimizer.lr-0.004_seed-{i + 1}"] for i in (0, 1)]
+    relu = [records[f"{2 * i}_model.activation-relu_optimizer.lr-0.004_seed-{i + 1}"] for i in (0, 1)]
     for record in relu:  # the 200-image windows of 900 training images: reached within the 3 epochs, then stopped
         epochs = record["final"]["milestone/epochs"]
         assert 0 < epochs <= 3 and record["final"]["milestone/seconds"] > 0
@@ -207,25 +209,35 @@ def test_optuna_search_minimises_the_returned_metric(cli_env: dict, tmp_path: Pa
 # ------------------------------------------------------------------------------------ constructed sweeps
 
 
-def fake_sweep(root: Path, ablation: dict, jobs: list[tuple[dict, dict, int]], budget: str = "paper") -> Path:
-    """A sweep dir as alexnet-train leaves it: per job .hydra/{overrides,config}.yaml and metrics.json."""
+def fake_sweep(root: Path, ablation: dict, jobs: list[tuple[dict, dict, int]], budget: str = "paper",
+               experiment: str | None = None) -> Path:  # fmt: skip
+    """A sweep dir as alexnet-train leaves it: per job .hydra/{overrides,config,hydra}.yaml and metrics.json. A job's
+    final metrics may carry "max_epochs" (its own cap) and "resolution" (its milestone's, in epochs)."""
     from omegaconf import OmegaConf
 
+    root.mkdir(parents=True, exist_ok=True)
     keys = sorted({k for overrides, _, _ in jobs for k in overrides})
     params = {k: ",".join(dict.fromkeys(str(o[k]) for o, _, _ in jobs)) for k in keys}
     OmegaConf.save({"hydra": {"sweeper": {"params": params}, "overrides": {"task": []}}}, root / "multirun.yaml")
     for number, (overrides, final, epochs) in enumerate(jobs):
-        job = root / (f"{number}_" + ",".join(f"{k}={v}" for k, v in overrides.items()))
+        job = root / (f"{number}_" + "_".join(f"{k}-{v}" for k, v in overrides.items()))
         (job / ".hydra").mkdir(parents=True)
         OmegaConf.save([f"{k}={v}" for k, v in overrides.items()], job / ".hydra" / "overrides.yaml")
         config = {"data": {"_target_": "alexnet_lab.data.CIFAR10DataModule"}, "ablation": ablation, "budget": budget}
         OmegaConf.save(config, job / ".hydra" / "config.yaml")
+        OmegaConf.save({"hydra": {"runtime": {"choices": {"experiment": experiment}}}}, job / ".hydra" / "hydra.yaml")
+        final = dict(final)
+        cap = final.pop("max_epochs", None)
+        if "resolution" in final:
+            final["milestone/resolution"] = final.pop("resolution")
         record = {
             "status": "finished",
             "seed": int(overrides["seed"]),
             "final": final,
             "epochs": epochs,
             "seconds": 1.0,
+            "data": {"test_images": 10_000, "val_split": "5000 images held out of train"},
+            "config": {"trainer": {"max_epochs": cap}} if cap else {},
         }
         (job / "metrics.json").write_text(json.dumps(record))
     return root
@@ -235,8 +247,9 @@ LRN_CLAIM = {
     "name": "lrn",
     "baseline": {"model": "base"},
     "budgets": {"small": 3, "paper": 140},
-    "claims": {"cifar10": {"top1": 1.0, "text": "one point"}},
-}
+    "claims": [{"dataset": "cifar10", "metric": "top1", "value": 1.0, "tolerance": 0.25, "source": "a config header",
+                "text": "one point"}],
+}  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -256,12 +269,30 @@ def test_report_verdicts_on_constructed_sweeps(tmp_path: Path, shift: list[float
     assert check.verdict.label == label and check.interval.method == "paired t" and check.interval.n == 4
     markdown = to_markdown(report)
     assert f"**model=none: {label}.** test top-1 error, variant - baseline (points)" in markdown
+    assert "- a config header (top1 1 points ± 0.25): one point" in markdown  # the claim with its source and band
     assert (
         "Budget: paper (140 epochs per run; at most 140 epochs configured)." in markdown
         and "cannot decide" not in markdown
     )
     if label == "inconclusive":
-        assert "seeds per variant would bring the interval's half-width under half the claim" in markdown
+        assert "seeds per variant would bring the interval's half-width under half the gap" in markdown
+    if label == "no effect":  # a zero-ish effect measured to 0.01 points is still at least one test image wide
+        assert check.interval.high - check.interval.low >= 2 * 0.01
+
+
+def test_the_projects_own_claims_are_used_and_old_sweeps_still_read(tmp_path: Path) -> None:
+    """A sweep of experiment=lrn_ablation is judged against the claims conf/experiment/lrn_ablation.yaml states
+    today (source, tolerance), whatever its jobs stored; a sweep stored in the old {dataset: {top1: x}} form reads."""
+    old = {**LRN_CLAIM, "baseline": {"model.norm": "rnorm"}, "claims": {"cifar10": {"top1": 1.0, "text": "old"}}}
+    jobs = [({"model.norm": n, "seed": s}, {"test/top1_err": 20.0 + s / 10 + (n == "none") * 0.3}, 140)
+            for n in ("rnorm", "none") for s in (1, 2, 3)]  # fmt: skip
+    today = build_report(fake_sweep(tmp_path / "a", old, jobs, experiment="lrn_ablation"))
+    (check,) = today.checks
+    assert check.claim.source == "cuda-convnet, layer-params-18pct.cfg / -19pct.cfg headers"
+    assert check.claim.band == (0.0, 2.0)
+    stored = build_report(fake_sweep(tmp_path / "b", old, jobs))
+    (check,) = stored.checks
+    assert (check.claim.value, check.claim.tolerance, check.claim.source) == (1.0, 0.0, "not recorded")
 
 
 def test_small_budget_says_first_that_it_cannot_decide(tmp_path: Path) -> None:
@@ -272,101 +303,203 @@ def test_small_budget_says_first_that_it_cannot_decide(tmp_path: Path) -> None:
     ]
     report = build_report(fake_sweep(tmp_path, LRN_CLAIM, jobs, budget="small"))
     markdown = to_markdown(report)
-    assert markdown.splitlines()[0] == "# Ablation: lrn (small budget: cannot decide the paper's claims)"
+    assert markdown.splitlines()[0] == "# Ablation: lrn (small budget: cannot decide the claims)"
     assert markdown.splitlines()[2].startswith(
-        "**Small budget (3 epochs per run): this sweep cannot decide the paper's claims.**"
+        "**Small budget (3 epochs per run): this sweep cannot decide the claims.**"
     )
-    assert "`budget=paper` (140 epochs per run" in markdown
-    assert (
-        report.checks[0].verdict.label == "not decided"
-        and "(agrees with the paper here)" in report.checks[0].verdict.sentence
-    )
+    assert "`budget=paper` (140 epochs)" in markdown
+    assert report.checks[0].verdict.label == "not decided" and "(agrees here)" in report.checks[0].verdict.sentence
 
 
 ACTIVATION = {
     "name": "activation",
     "baseline": {"model.activation": "relu"},
     "tune": ["optimizer.lr"],
+    "selection_seeds": [101, 102],
     "milestone": {"metric": "train/top1_err", "below": 25.0},
     "budgets": {"small": 3, "paper": 100},
-    "claims": {"cifar10": {"speedup": 6.0, "text": "six times faster"}},
+    "claims": [{"dataset": "cifar10", "metric": "speedup", "value": 6.0, "tolerance": 1.0, "source": "Figure 1",
+                "text": "six times faster"}],
+}  # fmt: skip
+
+
+def race(activation: str, lr: str, seed: int, epochs: float | None, cap: int = 100, resolution: float = 0.0026):
+    """One job of a milestone race: ``epochs`` to the milestone, None for a run that never got there in ``cap``."""
+    final = {"max_epochs": cap, "resolution": resolution} | ({} if epochs is None else {"milestone/epochs": epochs})
+    return (
+        {"model.activation": activation, "optimizer.lr": lr, "seed": seed},
+        final,
+        cap if epochs is None else math.ceil(epochs),
+    )
+
+
+def selection(grid: dict[str, dict[str, list[float | None]]]) -> list:
+    """Stage 1: every rate of each activation on the selection seeds 101 and 102."""
+    return [
+        race(act, lr, 101 + i, e) for act, rates in grid.items() for lr, es in rates.items() for i, e in enumerate(es)
+    ]
+
+
+BRACKETED = {
+    "relu": {"0.001": [8.0, 8.3], "0.002": [5.0, 5.2], "0.004": [6.0, 6.1]},
+    "tanh": {"0.004": [40.0, 41.0], "0.008": [31.0, 30.0], "0.016": [35.0, 36.0]},
 }
 
 
-def activation_jobs(tanh_epochs: dict[str, list[float | None]]) -> list[tuple[dict, dict, int]]:
-    """ReLU reaches the milestone in 5 epochs at lr 0.002 and 8 at 0.001; tanh as given (None: never, cap 100)."""
-    jobs = []
-    for lr, epochs in (("0.001", [8.0, 8.2, 7.9]), ("0.002", [5.0, 5.2, 4.9])):
-        jobs += [({"model.activation": "relu", "optimizer.lr": lr, "seed": s + 1}, {"milestone/epochs": e}, math.ceil(e))
-                 for s, e in enumerate(epochs)]  # fmt: skip
-    for lr, epochs in tanh_epochs.items():
-        for s, e in enumerate(epochs):
-            final = {} if e is None else {"milestone/epochs": e}
-            jobs.append(
-                (
-                    {"model.activation": "tanh", "optimizer.lr": lr, "seed": s + 1},
-                    final,
-                    100 if e is None else math.ceil(e),
-                )
-            )
-    return jobs
-
-
-def test_activation_ratio_takes_each_activations_fastest_rate(tmp_path: Path) -> None:
-    report = build_report(
-        fake_sweep(tmp_path, ACTIVATION, activation_jobs({"0.001": [31.0, 29.5, 30.4], "0.002": [40.0, 41.0, 39.0]}))
-    )
+def test_each_activation_takes_its_fastest_rate_on_the_selection_seeds_only(tmp_path: Path) -> None:
+    """Stage 2's seeds (1-3) estimate the ratio; the selection seeds (101, 102) chose the rates and are not in it,
+    though stage 2's ReLU seeds happen to be slower than another rate's selection runs."""
+    jobs = selection(BRACKETED)
+    jobs += [race("relu", "0.002", s, e) for s, e in ((1, 7.0), (2, 7.4), (3, 6.8))]
+    jobs += [race("tanh", "0.008", s, e) for s, e in ((1, 40.0), (2, 43.0), (3, 41.0))]
+    report = build_report(fake_sweep(tmp_path, ACTIVATION, jobs, experiment="no_such_experiment"))
     relu, tanh = report.rows
-    assert relu.tuned == {"optimizer.lr": "0.002"} and tanh.tuned == {"optimizer.lr": "0.001"}
-    (check,) = report.checks
-    ratios = [31.0 / 5.0, 29.5 / 5.2, 30.4 / 4.9]
-    assert math.exp(check.interval.estimate) == pytest.approx(math.exp(statistics.fmean(math.log(r) for r in ratios)))
-    assert check.verdict.label == "agrees" and check.measured.startswith("6.")
-    markdown = to_markdown(report)
-    assert "- model.activation=tanh: optimizer.lr=0.001 (chosen): 30.3 epochs (3/3 reached)" in markdown
-    assert "| model.activation=relu, optimizer.lr=0.002 (baseline) |" in markdown
-
-
-def test_runs_that_never_reach_the_milestone_make_a_lower_bound(tmp_path: Path) -> None:
-    report = build_report(fake_sweep(tmp_path, ACTIVATION, activation_jobs({"0.001": [60.0, None, 75.0]})))
-    (check,) = report.checks
-    assert check.lower_bound and check.measured.startswith("≥ ")
-    assert check.verdict.label in ("inconclusive", "larger")
-    markdown = to_markdown(report)
-    assert "1 not in 100" in markdown  # the unreached run is counted, not dropped
-    if check.verdict.label == "inconclusive":
-        assert "1 of 3 runs did not reach the milestone within 100 epochs" in check.verdict.sentence
-
-
-def test_the_budget_line_names_the_milestone_and_each_runs_own_cap(tmp_path: Path) -> None:
-    """A milestone race trains a different number of epochs per run; a run resumed with a lower cap says so."""
-    sweep = fake_sweep(tmp_path, ACTIVATION, activation_jobs({"0.001": [None, None, None]}))
-    for record_file in sweep.glob("*tanh*/metrics.json"):
-        record = json.loads(record_file.read_text())
-        record.update(epochs=60, config={"trainer": {"max_epochs": 60}})
-        record_file.write_text(json.dumps(record))
-    lines = to_markdown(build_report(sweep)).splitlines()
-    assert lines[2] == (
-        "Budget: paper (a run stops when train/top1_err ≤ 25, at most 60 epochs (a run's own `trainer.max_epochs`; "
-        "the budget sets 100); finished runs trained 5-60 epochs per run)."
-    )
-
-
-def test_rates_are_compared_on_the_seeds_they_all_ran(tmp_path: Path) -> None:
-    """Stage 1 runs every rate on seed 1, stage 2 only the fastest on seeds 2 and 3: the choice stays with the
-    rate that won on seed 1, though its later seeds are slower than another rate's single run."""
-    jobs = [({"model.activation": "relu", "optimizer.lr": lr, "seed": 1}, {"milestone/epochs": e}, 8)
-            for lr, e in (("0.002", 7.0), ("0.004", 7.1))]  # fmt: skip
-    jobs += [({"model.activation": "relu", "optimizer.lr": "0.002", "seed": s}, {"milestone/epochs": 7.6}, 8)
-             for s in (2, 3)]  # fmt: skip
-    jobs += [({"model.activation": "tanh", "optimizer.lr": "0.008", "seed": s}, {"milestone/epochs": e}, 43)
-             for s, e in ((1, 42.0), (2, 44.0), (3, 45.6))]  # fmt: skip
-    report = build_report(fake_sweep(tmp_path, ACTIVATION, jobs))
-    relu, tanh = report.rows
-    assert relu.tuned == {"optimizer.lr": "0.002"} and len(relu.finished) == 3 and len(tanh.finished) == 3
+    assert relu.tuned == {"optimizer.lr": "0.002"} and tanh.tuned == {"optimizer.lr": "0.008"}
+    assert sorted(j.seed for j in relu.jobs) == [1, 2, 3] and sorted(j.seed for j in tanh.jobs) == [1, 2, 3]
     (check,) = report.checks
     assert check.interval.n == 3 and check.interval.method == "paired t"
-    assert math.exp(check.interval.estimate) == pytest.approx((42.0 / 7.0 * 44.0 / 7.6 * 45.6 / 7.6) ** (1 / 3))
+    assert math.exp(check.interval.estimate) == pytest.approx((40 / 7.0 * 43 / 7.4 * 41 / 6.8) ** (1 / 3))
+    assert check.verdict.label == "agrees"
     markdown = to_markdown(report)
-    assert "- model.activation=relu: optimizer.lr=0.002 (chosen): 7.0 epochs (1/1 reached, seed 1)" in markdown
-    assert "- model.activation=relu: optimizer.lr=0.004: 7.1 epochs (1/1 reached, seed 1)" in markdown
+    assert "- model.activation=relu: optimizer.lr=0.002 (chosen): 5.10 epochs (2/2 reached, seeds 101,102)" in markdown
+    assert "- model.activation=tanh: optimizer.lr=0.016: 35.50 epochs (2/2 reached, seeds 101,102)" in markdown
+    assert "Selection seeds are never part of the estimate" in markdown
+
+
+def test_a_fastest_rate_at_the_edge_of_its_grid_is_not_bracketed(tmp_path: Path) -> None:
+    """tanh's fastest rate is its grid's top (a faster one was never tried): no verdict, and the rate to add."""
+    grid = {"relu": BRACKETED["relu"], "tanh": {"0.002": [60.0, 62.0], "0.004": [50.0, 51.0], "0.008": [42.0, 43.0]}}
+    jobs = selection(grid) + [race(a, lr, s, e) for a, lr, e in (("relu", "0.002", 7.0), ("tanh", "0.008", 42.0))
+                              for s in (1, 2)]  # fmt: skip
+    report = build_report(fake_sweep(tmp_path, ACTIVATION, jobs))
+    (check,) = report.checks
+    assert check.verdict.label == "not bracketed"
+    assert (
+        "optimizer.lr=0.008 is the top of its grid (0.002, 0.004, 0.008); add optimizer.lr=0.016"
+        in check.verdict.sentence
+    )
+    assert "**model.activation=tanh: not bracketed.**" in to_markdown(report)
+
+
+def test_a_run_that_never_reached_the_milestone_ranks_behind_every_run_that_did(tmp_path: Path) -> None:
+    """Unequal caps: tanh at 0.016 was cut at 30 epochs without reaching it (its mean would be 30, "fastest"); 0.008
+    reached it at 45 and 46 under a cap of 100. 0.008 is the fastest; 0.016 counts as slower than any that got there."""
+    grid = {"relu": BRACKETED["relu"], "tanh": {"0.004": [60.0, 61.0], "0.008": [45.0, 46.0]}}
+    jobs = selection(grid) + [race("tanh", "0.016", s, None, cap=30) for s in (101, 102)]
+    jobs += [race(a, lr, s, e) for a, lr, e in (("relu", "0.002", 7.0), ("tanh", "0.008", 44.0)) for s in (1, 2, 3)]
+    report = build_report(fake_sweep(tmp_path, ACTIVATION, jobs))
+    assert report.rows[1].tuned == {"optimizer.lr": "0.008"}
+    assert (
+        "model.activation=tanh",
+        "optimizer.lr=0.016",
+        "never reached (0/2 reached, seeds 101,102)",
+    ) in report.tuning
+
+
+@pytest.mark.parametrize("side", ["variant", "baseline"])
+def test_censored_runs_on_either_side_open_the_interval(tmp_path: Path, side: str) -> None:
+    jobs = selection(BRACKETED)
+    tanh = [44.0, None, 41.0] if side == "variant" else [44.0, 43.0, 41.0]
+    relu = [7.0, 7.4, 6.8] if side == "variant" else [7.0, None, 6.8]
+    jobs += [race("relu", "0.002", s, e, cap=100 if side == "variant" else 6) for s, e in zip((1, 2, 3), relu)]
+    jobs += [race("tanh", "0.008", s, e) for s, e in zip((1, 2, 3), tanh)]
+    (check,) = build_report(fake_sweep(tmp_path, ACTIVATION, jobs)).checks
+    if side == "variant":  # tanh took at least its cap: the ratio is at least the interval's low end
+        assert math.isinf(check.interval.high) and check.measured.startswith("≥ ")
+        assert check.verdict.label in ("agrees", "larger", "inconclusive")
+    else:  # relu took at least 6 epochs on seed 2: the ratio is at most the interval's high end
+        assert math.isinf(check.interval.low) and check.measured.startswith("≤ ")
+        assert "some baseline runs never reached the milestone: open below" in check.interval.notes
+
+
+def test_a_milestone_crossed_in_the_same_window_by_every_seed_is_not_a_point(tmp_path: Path) -> None:
+    """Runs checked once per 10,000-image window (0.2 epochs): ReLU crossed in the same window for all three seeds.
+    The ratio's interval covers what that window allows, and says that the resolution stands in for a zero spread."""
+    jobs = selection(BRACKETED)
+    jobs += [race("relu", "0.002", s, 7.2, resolution=0.2) for s in (1, 2, 3)]
+    jobs += [race("tanh", "0.008", s, 7.2 * 5.85, resolution=0.2) for s in (1, 2, 3)]
+    (check,) = build_report(fake_sweep(tmp_path, ACTIVATION, jobs)).checks
+    low, high = math.exp(check.interval.low), math.exp(check.interval.high)
+    assert low == pytest.approx(5.85 * (7.2 * 5.85 - 0.2) / (7.2 * 5.85) * 7.2 / 7.4, rel=1e-6)
+    assert high == pytest.approx(5.85 * (7.2 * 5.85 + 0.2) / (7.2 * 5.85) * 7.2 / 7.0, rel=1e-6)
+    assert low < 5.70 and high > 6.0  # wider than the printed 5.76-5.94 of a zero-spread t interval
+    assert "zero spread" in check.interval.notes[0]
+
+
+def test_the_budget_line_names_the_schedule_and_each_runs_own_cap(tmp_path: Path) -> None:
+    """A milestone race trains a different number of epochs per run; a run with a lower cap says so."""
+    ablation = {**ACTIVATION, "schedules": {"paper": "until 25 % training error"}}
+    jobs = selection(BRACKETED) + [race("tanh", "0.008", s, None, cap=60) for s in (1, 2)]
+    lines = to_markdown(build_report(fake_sweep(tmp_path, ablation, jobs))).splitlines()
+    assert lines[2] == (
+        "Budget: paper: until 25 % training error (a run stops when train/top1_err ≤ 25.0, at most 60-100 epochs (a "
+        "run's own `trainer.max_epochs`; the budget sets 100); finished runs trained 5-60 epochs per run)."
+    )
+
+
+def test_a_variant_without_estimation_seeds_gets_the_command_that_runs_them(tmp_path: Path) -> None:
+    report = build_report(fake_sweep(tmp_path, ACTIVATION, selection(BRACKETED), experiment="activation_ablation"))
+    assert report.checks == []
+    assert (
+        "- model.activation=tanh: no estimation seeds yet; run `alexnet-train -m experiment=activation_ablation "
+        f"budget=paper model.activation=tanh optimizer.lr=0.008 seed=1,2,3,4,5 hydra.sweep.dir={tmp_path}`"
+    ) in to_markdown(report)
+
+
+def test_the_scorecard_gathers_every_claim_of_several_sweeps(tmp_path: Path, cli_env: dict) -> None:
+    """Two sweeps (one as its job dirs, one as the report folder alexnet-report left) in one table and one chart."""
+    from alexnet_lab.report import write_report
+
+    lrn_jobs = [({"model.norm": n, "seed": s}, {"test/top1_err": 20.0 + s / 10 + (n == "none") * (0.4 + s / 50),
+                                                "test/top5_err": 2.0}, 140) for n in ("rnorm", "none") for s in (1, 2, 3)]  # fmt: skip
+    fake_sweep(tmp_path / "results" / "lrn", {**LRN_CLAIM, "baseline": {"model.norm": "rnorm"}}, lrn_jobs,
+               experiment="lrn_ablation")  # fmt: skip
+    activation = fake_sweep(tmp_path / "runs" / "activation", ACTIVATION, selection(BRACKETED) + [
+        race(a, lr, s, e * (1 + s / 100)) for a, lr, e in (("relu", "0.002", 7.0), ("tanh", "0.008", 42.0)) for s in (1, 2, 3)])  # fmt: skip
+    write_report(activation)
+    copied = tmp_path / "results" / "activation"
+    copied.mkdir()
+    for name in ("report.md", "report.json"):  # what docs/results keeps of a sweep
+        shutil.copy(activation / name, copied / name)
+    out = tmp_path / "card"
+    proc = run_cli("alexnet-report", "--scorecard", str(out), str(tmp_path / "results"), env=cli_env)
+    rows = [line for line in (out / "scorecard.md").read_text().splitlines() if line.startswith("| [")]
+    assert len(rows) == 2 and proc.stdout.count("| [") == 2
+    lrn = next(r for r in rows if r.startswith("| [lrn]"))
+    assert "(../results/lrn/report.md)" in lrn and "| top1 1 points ± 1 (cifar10) |" in lrn
+    assert "cuda-convnet, layer-params-18pct.cfg / -19pct.cfg headers" in lrn and "| 3 |" in lrn
+    speed = next(r for r in rows if r.startswith("| [activation]"))
+    assert "| paper, Figure 1 caption |" not in speed and "| Figure 1 |" in speed  # its stored source (no experiment)
+    assert "| speedup 6x ± 1 (cifar10) |" in speed and "| **agrees** |" in speed
+    with Image.open(out / "scorecard.png") as png:
+        assert png.format == "PNG" and png.height > 250
+    empty = run_cli("alexnet-report", "--scorecard", str(out), str(tmp_path / "card"), env=cli_env, check=False)
+    assert empty.returncode == 2 and empty.stderr.startswith("error: no checked claim in")
+
+
+def test_the_report_reads_job_dirs_as_data(tmp_path: Path) -> None:
+    """Text from job dirs is escaped, interpolations are not resolved, a corrupt record is one unreadable row, a linked
+    job dir is skipped, and report files planted as links are replaced, never written through."""
+    from alexnet_lab.report import write_report
+
+    ablation = {**LRN_CLAIM, "name": "${oc.env:HOME}", "baseline": {"model": "base"}}
+    jobs = [({"model": m, "seed": s}, {"test/top1_err": 20.0 + s + (m != "base")}, 3)
+            for m in ("base", "a|b<script>") for s in (1, 2)]  # fmt: skip
+    sweep = fake_sweep(tmp_path / "sweep", ablation, jobs)
+    (sweep / "0_model-base_seed-1" / "metrics.json").write_text("[1, 2, 3]")  # list-shaped
+    (sweep / "1_model-base_seed-2" / "metrics.json").write_text("{not json")
+    outside = tmp_path / "outside"
+    shutil.copytree(sweep / "2_model-a|b<script>_seed-1", outside / "job")
+    (sweep / "9_linked").symlink_to(outside / "job")
+    secret = tmp_path / "precious.txt"
+    secret.write_text("keep me")
+    (sweep / "report.md").symlink_to(secret)
+    (sweep / "report.csv").symlink_to(secret)
+    markdown = write_report(sweep)
+    assert secret.read_text() == "keep me" and not (sweep / "report.md").is_symlink()
+    assert (sweep / "report.md").read_text() == markdown
+    assert markdown.splitlines()[0] == "# Ablation: ${oc.env:HOME} (paper budget)"  # not the reader's home dir
+    assert "a\\|b&lt;script&gt;" in markdown and "<script>" not in markdown
+    assert "`0_model-base_seed-1` (unreadable): metrics.json: TypeError: a JSON list, not an object" in markdown
+    assert "`1_model-base_seed-2` (unreadable): metrics.json: JSONDecodeError" in markdown
+    assert "9_linked" not in markdown

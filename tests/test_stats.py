@@ -1,4 +1,5 @@
-"""The ablation statistics: intervals against scipy's own, each verdict on constructed inputs, the seeds needed."""
+"""The ablation statistics: intervals against scipy's own, never narrower than the measurement's resolution, open
+where runs are censored; each verdict against a claim's band on constructed inputs; the seeds needed."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ import math
 import pytest
 from scipy import stats
 
-from alexnet_lab.stats import Interval, compare, paired_interval, seeds_needed, verdict, welch_interval
+from alexnet_lab.stats import Claim, Interval, compare, paired_interval, seeds_needed, verdict, welch_interval
 
 VARIANT = [21.3, 22.9, 20.4, 23.8, 21.7]
 BASELINE = [20.1, 21.0, 20.2, 22.1, 20.3]
+ONE_POINT = Claim("cifar10", "top1", 1.0, 0.25, "test")  # band [0.75, 1.25]
 
 
 def test_paired_interval_equals_scipys_paired_t() -> None:
@@ -39,6 +41,39 @@ def test_compare_pairs_runs_by_seed_when_both_sides_ran_the_same_seeds() -> None
     assert single.method == "one run a side" and math.isnan(single.low)
 
 
+@pytest.mark.parametrize("paired", [True, False])
+def test_quantised_ties_get_the_resolution_not_a_zero_width_interval(paired: bool) -> None:
+    """Three seeds that each measured the same quantised values (a milestone crossed in the same window): the spread
+    is zero, and the interval is the resolution, reported as standing in for it."""
+    seeds = [1, 2, 3] if paired else [4, 5, 6]
+    got = compare({1: 7.2, 2: 7.2, 3: 7.2}, dict.fromkeys(seeds, 1.0), resolution=(0.22, 0.22))
+    assert got.spreads == ((0.0,) if paired else (0.0, 0.0))
+    assert (got.low, got.high) == (pytest.approx(6.2 - 0.22), pytest.approx(6.2 + 0.22))
+    assert "zero spread" in got.notes[0] and "stands in" in got.notes[0]
+    # without a resolution it would have been a point: a confident verdict from quantisation alone
+    assert compare({1: 7.2, 2: 7.2}, {1: 1.0, 2: 1.0}).low == compare({1: 7.2, 2: 7.2}, {1: 1.0, 2: 1.0}).high
+
+
+def test_a_wide_interval_is_not_narrowed_by_the_resolution() -> None:
+    got = compare(dict(zip(range(5), VARIANT)), dict(zip(range(5), BASELINE)), resolution=(0.01, 0.01))
+    assert (got.low, got.high) == (paired_interval(VARIANT, BASELINE).low, paired_interval(VARIANT, BASELINE).high)
+    assert got.notes == ()
+
+
+def test_censoring_opens_the_interval_on_the_side_it_leaves_unknown() -> None:
+    """A variant run that never reached the milestone is a lower bound: the ratio can only be larger (open above);
+    a censored baseline run: smaller (open below); both: nothing is known."""
+    v, b = {1: 3.4, 2: 3.5, 3: 3.3}, {1: 1.6, 2: 1.5, 3: 1.7}
+    plain = compare(v, b)
+    above = compare(v, b, censored=(True, False))
+    below = compare(v, b, censored=(False, True))
+    both = compare(v, b, censored=(True, True))
+    assert above.low == plain.low and math.isinf(above.high) and above.high > 0
+    assert below.high == plain.high and math.isinf(below.low) and below.low < 0
+    assert math.isinf(both.low) and math.isinf(both.high)
+    assert "variant" in above.notes[0] and "baseline" in below.notes[0]
+
+
 def interval(low: float, high: float, spread: float = 1.0) -> Interval:
     return Interval((low + high) / 2, low, high, "paired t", 3, (spread,))
 
@@ -46,39 +81,64 @@ def interval(low: float, high: float, spread: float = 1.0) -> Interval:
 @pytest.mark.parametrize(
     "low, high, label",
     [
-        (0.4, 1.6, "agrees"),  # excludes 0, holds the claim 1.0
-        (0.1, 0.6, "smaller"),  # excludes both, between them
-        (1.5, 3.0, "larger"),  # excludes both, beyond the claim
+        (0.4, 1.6, "agrees"),  # excludes 0, meets the band [0.75, 1.25]
+        (0.8, 1.2, "agrees"),  # inside the band
+        (0.1, 0.6, "smaller"),  # excludes 0, short of the band
+        (1.5, 3.0, "larger"),  # beyond the band
         (-2.0, -0.5, "opposite"),  # excludes 0, on the other side
-        (-0.3, 0.4, "no effect"),  # holds 0, excludes the claim
-        (-0.8, 2.0, "inconclusive"),  # holds both
+        (-0.3, 0.4, "no effect"),  # holds 0, misses the band
+        (-0.8, 2.0, "inconclusive"),  # holds 0 and meets the band
+        (0.5, math.inf, "agrees"),  # open above (a censored variant): meets the band
+        (1.3, math.inf, "larger"),  # open above, beyond the band
+        (-math.inf, 0.5, "no effect"),  # open below, holds 0, misses the band
     ],
 )
-def test_each_verdict(low: float, high: float, label: str) -> None:
-    assert verdict(interval(low, high), claim=1.0).label == label
+def test_each_verdict_against_the_claims_band(low: float, high: float, label: str) -> None:
+    assert verdict(interval(low, high), ONE_POINT).label == label
+
+
+def test_a_claim_inside_or_outside_its_band() -> None:
+    """A rounded figure is a band, not a point: 0.6 [0.55, 0.65] misses 1.0 ± 0.25 but meets 1.0 ± 0.5."""
+    measured = interval(0.55, 0.65)
+    assert verdict(measured, ONE_POINT).label == "smaller"
+    assert verdict(measured, Claim("cifar10", "top1", 1.0, 0.5, "whole percents")).label == "agrees"
 
 
 def test_verdicts_on_a_log_ratio_scale() -> None:
-    claim = math.log(6.0)
-    assert verdict(interval(math.log(4.0), math.log(9.0)), claim).label == "agrees"
-    assert verdict(interval(math.log(1.5), math.log(2.5)), claim).label == "smaller"
-    assert verdict(interval(math.log(0.8), math.log(1.2)), claim).label == "no effect"
+    six = Claim("cifar10", "speedup", 6.0, 1.0, "paper, Figure 1")  # 5x to 7x
+    assert six.band == (pytest.approx(math.log(5.0)), pytest.approx(math.log(7.0)))
+    assert verdict(interval(math.log(4.0), math.log(9.0)), six).label == "agrees"
+    assert verdict(interval(math.log(5.5), math.log(5.9)), six).label == "agrees"  # 5.85x is inside 6 +- 1
+    assert verdict(interval(math.log(1.5), math.log(2.5)), six).label == "smaller"
+    assert verdict(interval(math.log(0.8), math.log(1.2)), six).label == "no effect"
+    assert verdict(interval(math.log(7.5), math.inf), six).label == "larger"
+
+
+def test_a_band_that_reaches_no_effect_cannot_be_told_from_none() -> None:
+    coarse = Claim("cifar10", "top1", 1.0, 1.0, "whole percents")  # 18 % vs 19 %: 0 to 2 points
+    result = verdict(interval(-0.2, 0.3), coarse)
+    assert result.label == "inconclusive" and "reaches no effect" in result.sentence
+    assert verdict(interval(0.2, 0.6), coarse).label == "agrees"
+    assert verdict(interval(2.2, 3.0), coarse).label == "larger"
 
 
 def test_inconclusive_says_how_many_seeds_would_decide() -> None:
     wide = paired_interval([21.0, 23.5, 19.8], [20.0, 20.5, 21.1])
-    result = verdict(wide, 1.0)
-    n = seeds_needed(wide, 1.0)
+    result = verdict(wide, ONE_POINT)
+    gap = 0.75  # from no effect to the band's near edge
+    n = seeds_needed(wide, gap)
     assert result.label == "inconclusive" and f"about {n} seeds per variant" in result.sentence
     sd = wide.spreads[0]
 
     def half(k: int) -> float:
         return stats.t.ppf(0.975, k - 1) * sd / math.sqrt(k)
 
-    assert half(n) < 0.5 <= half(n - 1)  # the first n whose half-width is under half the claim
+    assert half(n) < gap / 2 <= half(n - 1)  # the first n whose half-width is under half the gap
     welch = welch_interval([21.0, 23.5, 19.8], [20.0, 20.5, 21.1])
     m = seeds_needed(welch, 1.0)
     va = welch.spreads[0] ** 2 / m + welch.spreads[1] ** 2 / m
     df = va**2 / ((welch.spreads[0] ** 4 + welch.spreads[1] ** 4) / m**2 / (m - 1))
     assert stats.t.ppf(0.975, df) * math.sqrt(va) < 0.5
     assert seeds_needed(compare({1: 20.0}, {1: 19.0}), 1.0) is None  # no spread to go by
+    coarse = compare({1: 1.0, 2: 1.1, 3: 0.9}, {1: 0.0, 2: 0.1, 3: 0.0}, resolution=(0.6, 0.6))
+    assert seeds_needed(coarse, 1.0) is None  # the resolution alone is wider than half the gap: seeds cannot help

@@ -12,12 +12,15 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object], sync: bool = T
     """Write through ``write`` into a temporary file beside ``path``, then rename it over ``path``.
 
     A kill or a full disk during the write leaves the previous file (or none) as it was; ``sync`` also
-    flushes the bytes to disk before the rename, for files a crash must not lose.
+    flushes the bytes to disk before the rename, for files a crash must not lose. Nothing is written through a
+    link: the temporary file is created anew (a link planted at its name is refused) and the rename replaces a
+    link at ``path`` instead of following it.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)  # a stale one from a killed write of this pid, or a planted link
     try:
-        with open(tmp, "wb") as f:
+        with open(tmp, "xb") as f:  # O_CREAT | O_EXCL: fails on anything at that name, a link included
             write(f)
             if sync:
                 f.flush()

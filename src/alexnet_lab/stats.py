@@ -1,12 +1,13 @@
-"""The statistics of an ablation: an interval for a variant's difference from its baseline, the verdict on a claim
-of the paper, and the number of seeds a decision would need. Quantiles come from scipy.stats."""
+"""The statistics of an ablation: an interval for a variant's difference from its baseline (never narrower than the
+measurement can resolve, open on the side a censored run leaves unknown), a claim with its precision, the verdict
+that compares the two, and the number of seeds a decision would need. Intervals come from scipy.stats."""
 
 from __future__ import annotations
 
 import math
 import statistics
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from scipy import stats
 
@@ -15,8 +16,14 @@ LEVEL = 0.95  # confidence level of every interval
 
 @dataclass(frozen=True)
 class Interval:
-    """variant - baseline: its estimate and 95 % interval (nan bounds when there are too few runs), how it was
-    computed, and the spread it came from (the std of pairwise differences, or of each side for Welch)."""
+    """variant - baseline: its estimate and 95 % interval (nan bounds when there are too few runs; an infinite bound
+    where censored runs leave that side open), how it was computed, and the spread it came from (the std of
+    pairwise differences, or of each side for Welch).
+
+    ``resolution`` is what the measurement itself cannot tell apart (below, above the estimate): a milestone crossed
+    somewhere inside one batch, a test error counted in whole images. The interval always covers it, so a spread
+    of zero (every seed measured the same quantised value) never gives a zero-width interval.
+    """
 
     estimate: float
     low: float
@@ -24,6 +31,8 @@ class Interval:
     method: str  # "paired t" (variants share seeds: same data order and draws) | "Welch t" | "one run a side"
     n: int  # pairs (paired), or the smaller side's runs
     spreads: tuple[float, ...]  # (std of differences,) or (std variant, std baseline)
+    resolution: tuple[float, float] = (0.0, 0.0)
+    notes: tuple[str, ...] = ()  # what bounds it besides the t interval: the resolution, censored runs
 
     @property
     def decided(self) -> bool:
@@ -33,91 +42,166 @@ class Interval:
         return self.low <= value <= self.high
 
 
-def t_quantile(p: float, df: float) -> float:
-    return float(stats.t.ppf(p, df))
-
-
 def paired_interval(variant: list[float], baseline: list[float], level: float = LEVEL) -> Interval:
-    """Mean of the pairwise differences variant[i] - baseline[i] and its t interval (n - 1 degrees of freedom)."""
+    """Mean of the pairwise differences variant[i] - baseline[i] and its t interval (scipy's ``ttest_rel``)."""
     diffs = [a - b for a, b in zip(variant, baseline, strict=True)]
     mean = statistics.fmean(diffs)
     if len(diffs) < 2:
         return Interval(mean, math.nan, math.nan, "one run a side", len(diffs), (math.nan,))
     sd = statistics.stdev(diffs)
-    half = t_quantile(0.5 + level / 2, len(diffs) - 1) * sd / math.sqrt(len(diffs))
-    return Interval(mean, mean - half, mean + half, "paired t", len(diffs), (sd,))
+    if sd == 0:  # scipy's t statistic is undefined; the t interval has zero width
+        return Interval(mean, mean, mean, "paired t", len(diffs), (0.0,))
+    ci = stats.ttest_rel(variant, baseline).confidence_interval(level)
+    return Interval(mean, float(ci.low), float(ci.high), "paired t", len(diffs), (sd,))
 
 
 def welch_interval(variant: list[float], baseline: list[float], level: float = LEVEL) -> Interval:
-    """mean(variant) - mean(baseline) and its Welch t interval (unequal variances, Welch-Satterthwaite df)."""
+    """mean(variant) - mean(baseline) and its Welch t interval (scipy's ``ttest_ind(equal_var=False)``)."""
     diff = statistics.fmean(variant) - statistics.fmean(baseline)
     n = min(len(variant), len(baseline))
     if n < 2:
         return Interval(diff, math.nan, math.nan, "one run a side", n, (math.nan, math.nan))
     sa, sb = statistics.stdev(variant), statistics.stdev(baseline)
-    va, vb = sa**2 / len(variant), sb**2 / len(baseline)
-    se = math.sqrt(va + vb)
-    if se == 0:
+    if sa == sb == 0:
         return Interval(diff, diff, diff, "Welch t", n, (sa, sb))
-    df = (va + vb) ** 2 / (va**2 / (len(variant) - 1) + vb**2 / (len(baseline) - 1))
-    half = t_quantile(0.5 + level / 2, df) * se
-    return Interval(diff, diff - half, diff + half, "Welch t", n, (sa, sb))
+    ci = stats.ttest_ind(variant, baseline, equal_var=False).confidence_interval(level)
+    return Interval(diff, float(ci.low), float(ci.high), "Welch t", n, (sa, sb))
 
 
-def compare(variant: Mapping[int | str, float], baseline: Mapping[int | str, float]) -> Interval:
-    """Runs keyed by seed: paired when both sides ran the same seeds (two or more), else Welch."""
+def compare(
+    variant: Mapping[int | str, float],
+    baseline: Mapping[int | str, float],
+    resolution: tuple[float, float] = (0.0, 0.0),
+    censored: tuple[bool, bool] = (False, False),
+) -> Interval:
+    """Runs keyed by seed: paired when both sides ran the same seeds (two or more), else Welch; then widened to the
+    ``resolution`` (below, above the estimate) and opened where runs are censored: ``censored`` = (some variant run,
+    some baseline run) stopped before the event, so its value is a lower bound. A censored variant leaves the
+    interval open above, a censored baseline open below."""
     if set(variant) == set(baseline) and len(variant) >= 2:
         seeds = sorted(variant, key=str)
-        return paired_interval([variant[s] for s in seeds], [baseline[s] for s in seeds])
-    return welch_interval(list(variant.values()), list(baseline.values()))
+        interval = paired_interval([variant[s] for s in seeds], [baseline[s] for s in seeds])
+    else:
+        interval = welch_interval(list(variant.values()), list(baseline.values()))
+    return censor(widen(interval, resolution), *censored)
 
 
-def seeds_needed(interval: Interval, claim: float, cap: int = 10_000) -> int | None:
-    """Seeds (per variant) that would bring the interval's half-width under half the claim, at the observed spread;
-    None without a spread to extrapolate from (fewer than two runs a side)."""
-    target = abs(claim) / 2
+def widen(interval: Interval, resolution: tuple[float, float]) -> Interval:
+    """The interval, covering at least ``resolution`` below and above its estimate."""
+    below, above = resolution
+    if not interval.decided or (below == above == 0):
+        return replace(interval, resolution=resolution)
+    low, high = min(interval.low, interval.estimate - below), max(interval.high, interval.estimate + above)
+    notes = interval.notes
+    if all(s == 0 for s in interval.spreads):
+        zero = (
+            f"zero spread (every seed measured the same value): the resolution ({below:.2g} below, {above:.2g} above)"
+        )
+        notes += (f"{zero} stands in for it",)
+    elif (low, high) != (interval.low, interval.high):
+        notes += ("widened to the measurement's resolution",)
+    return replace(interval, low=low, high=high, resolution=resolution, notes=notes)
+
+
+def censor(interval: Interval, variant: bool, baseline: bool) -> Interval:
+    """Open the interval where censored runs make it unknown (see :func:`compare`)."""
+    if not (variant or baseline) or not interval.decided:
+        return interval
+    low, high, notes = interval.low, interval.high, interval.notes
+    if variant:
+        high, notes = math.inf, (*notes, "some variant runs never reached the milestone: open above")
+    if baseline:
+        low, notes = -math.inf, (*notes, "some baseline runs never reached the milestone: open below")
+    return replace(interval, low=low, high=high, notes=notes)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A figure from the literature with its source and its precision: on the verdict's scale the claim is the band
+    ``value ± tolerance`` (a rounded percentage, a figure read off a plot), never a point."""
+
+    dataset: str  # what the figure was measured on: cifar10 | imagenet
+    metric: str  # top1 | top5 (points of test error, variant - baseline) | speedup (epochs, variant / baseline)
+    value: float
+    tolerance: float
+    source: str  # e.g. "paper, Sec. 3.3" or "cuda-convnet, layer-params-18pct.cfg"
+    text: str = ""
+
+    @property
+    def ratio(self) -> bool:
+        return self.metric == "speedup"
+
+    @property
+    def none(self) -> float:
+        """No effect, on the verdict's scale (log for ratios)."""
+        return 0.0
+
+    @property
+    def band(self) -> tuple[float, float]:
+        """(low, high) on the verdict's scale: differences as they are, ratios as logs."""
+        low, high = self.value - self.tolerance, self.value + self.tolerance
+        return (math.log(low) if low > 0 else -math.inf, math.log(high)) if self.ratio else (low, high)
+
+    @property
+    def shown(self) -> str:
+        unit = "x" if self.ratio else " points"
+        return f"{self.value:g}{unit} ± {self.tolerance:g}"
+
+
+def seeds_needed(interval: Interval, gap: float, cap: int = 10_000) -> int | None:
+    """Seeds (per variant) that would bring the interval's half-width under half of ``gap`` (the distance from no
+    effect to the claim's band), at the observed spread; None without a spread to extrapolate from."""
+    target = abs(gap) / 2
     if any(math.isnan(s) for s in interval.spreads) or target == 0:
         return None
+    floor = max(interval.resolution)
     for n in range(2, cap + 1):
         if interval.method == "paired t":
-            half = t_quantile(0.5 + LEVEL / 2, n - 1) * interval.spreads[0] / math.sqrt(n)
+            half = stats.t.ppf(0.5 + LEVEL / 2, n - 1) * interval.spreads[0] / math.sqrt(n)
         else:
             va, vb = (s**2 / n for s in interval.spreads)
-            if va + vb == 0:
-                return n
-            df = (va + vb) ** 2 / ((va**2 + vb**2) / (n - 1))
-            half = t_quantile(0.5 + LEVEL / 2, df) * math.sqrt(va + vb)
-        if half < target:
+            df = (va + vb) ** 2 / ((va**2 + vb**2) / (n - 1)) if va + vb else n - 1
+            half = stats.t.ppf(0.5 + LEVEL / 2, df) * math.sqrt(va + vb)
+        if max(half, floor) < target:
             return n
+        if floor >= target:
+            return None
     return cap
 
 
 @dataclass(frozen=True)
 class Verdict:
-    label: str  # agrees | smaller | larger | opposite | no effect | inconclusive
+    label: str  # agrees | smaller | larger | opposite | no effect | inconclusive (| not bracketed | not decided)
     sentence: str
 
 
-def verdict(interval: Interval, claim: float, none: float = 0.0) -> Verdict:
-    """What the interval says of the paper's ``claim`` (same sign convention as the interval; ``none`` is the
-    value meaning no effect: 0 for differences, 0 for log-ratios)."""
+def verdict(interval: Interval, claim: Claim) -> Verdict:
+    """What the interval says of the claim's band: *agrees* (excludes no effect, meets the band), *smaller* or
+    *larger* (excludes no effect, misses the band on that side), *opposite* (excludes no effect on the other
+    side), *no effect* (holds no effect, misses the band), *inconclusive* (holds no effect and meets the band)."""
     if not interval.decided:
         return Verdict("inconclusive", "inconclusive: one run a side gives no interval; run at least two seeds each")
-    holds_none, holds_claim = interval.holds(none), interval.holds(claim)
-    if not holds_none and holds_claim:
-        return Verdict("agrees", "agrees with the paper: the interval excludes no effect and holds the claim")
-    if not holds_none:
-        if (interval.estimate - none) * (claim - none) < 0:
-            return Verdict("opposite", "opposite to the paper: the interval excludes no effect, on the other side")
-        if abs(interval.high - none) < abs(claim - none) and abs(interval.low - none) < abs(claim - none):
-            return Verdict("smaller", "smaller than the paper: the interval excludes both no effect and the claim")
-        return Verdict("larger", "larger than the paper: the interval excludes both no effect and the claim")
-    if not holds_claim:
-        return Verdict("no effect", "no effect detected: the interval holds no effect and excludes the claim")
-    needed = seeds_needed(interval, claim - none)
-    more = (
-        f"about {needed} seeds per variant would bring the interval's half-width under half the claim"
-        if needed is not None
-        else "more seeds would decide it"
-    )
-    return Verdict("inconclusive", f"inconclusive: the interval holds both no effect and the claim; {more}")
+    none, (low, high) = claim.none, claim.band
+    meets = interval.low <= high and interval.high >= low
+    side = 1.0 if claim.value - (1.0 if claim.ratio else 0.0) >= 0 else -1.0  # the claim's direction
+    if not interval.holds(none):
+        if (interval.estimate - none) * side < 0:
+            return Verdict("opposite", "opposite to the claim: the interval excludes no effect, on the other side")
+        if meets:
+            return Verdict("agrees", "agrees with the claim: the interval excludes no effect and meets its band")
+        if (interval.high < low) == (side > 0):
+            return Verdict(
+                "smaller", "smaller than the claim: the interval excludes no effect and lies short of its band"
+            )
+        return Verdict("larger", "larger than the claim: the interval excludes no effect and lies beyond its band")
+    if not meets:
+        return Verdict("no effect", "no effect detected: the interval holds no effect and misses the claim's band")
+    gap = min(abs(low - none), abs(high - none)) if not low <= none <= high else 0.0
+    if gap == 0:
+        more = ("the claim's band reaches no effect (its figures are too coarse to tell a small effect from none), "
+                "so only an interval that excludes no effect can decide it")  # fmt: skip
+    elif (needed := seeds_needed(interval, gap)) is not None:
+        more = f"about {needed} seeds per variant would bring the interval's half-width under half the gap"
+    else:
+        more = "more seeds, or a finer measurement, would decide it"
+    return Verdict("inconclusive", f"inconclusive: the interval holds both no effect and the claim's band; {more}")

@@ -391,9 +391,11 @@ class CIFAR10DataModule(L.LightningDataModule):
         val = f"{self.val_size} images held out of train" if self.val_size else "test split (data.val_size=0)"
         views = {split: f", {PROTOCOLS[p]} {self.crop_size}x{self.crop_size}" if self.crop_size < 32 else ""
                  for split, p in self.protocols.items()}  # fmt: skip
+        tested = len(self.splits["test"][1]) if self.splits else len(self._load_cache()["test_labels"])
         return {
             "val_split": val + views["val"],
             "test_split": "test split" + views["test"],
+            "test_images": int(tested),
             "classes": [[c, c] for c in self.classes],
         }
 

@@ -1,11 +1,13 @@
-"""``alexnet-report <sweep dir>``: one table per ablation sweep, and a verdict on each of the paper's claims.
+"""``alexnet-report <sweep dir>``: one table per ablation sweep, and a verdict on each claim it tests;
+``alexnet-report --scorecard <out> <folders>``: one table and chart of every claim over several sweeps.
 
 Reads run directories only (each job's ``.hydra/`` and ``metrics.json``, and its TensorBoard events for learning
-curves), so it works on sweeps that are still running and on sweeps copied from another machine. Writes
-``report.md``, ``report.csv``, ``report.png`` (each variant's difference from the baseline with its interval,
-beside the paper's claim), ``curves.png`` (learning curves, mean and range over seeds) and a TensorBoard run
-(``report/``) into the sweep dir. ``sweep`` reads the job dirs, ``analysis`` computes (with :mod:`alexnet_lab.stats`),
-``render`` writes.
+curves), so it works on sweeps that are still running and on sweeps copied from another machine; it never resolves
+an interpolation or follows a link it finds there. Writes ``report.md``, ``report.csv``, ``report.json`` (what the
+scorecard reads), ``report.png`` (each variant's difference from the baseline with its interval, beside the claim's
+band), ``curves.png`` (learning curves, mean and range over seeds) and a TensorBoard run (``report/``) into the sweep
+dir, each atomically and never through a link. ``sweep`` reads the job dirs, ``analysis`` computes (with
+:mod:`alexnet_lab.stats`), ``render`` writes, ``scorecard`` gathers sweeps.
 """
 
 from __future__ import annotations
@@ -20,7 +22,16 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from alexnet_lab.report.analysis import Report, build_report
-from alexnet_lab.report.render import to_markdown, write_chart, write_csv, write_curves, write_tensorboard
+from alexnet_lab.report.render import (
+    to_markdown,
+    write_chart,
+    write_csv,
+    write_curves,
+    write_json,
+    write_tensorboard,
+    write_text,
+)
+from alexnet_lab.report.scorecard import write_scorecard
 
 __all__ = [
     "Report",
@@ -31,17 +42,19 @@ __all__ = [
     "write_chart",
     "write_curves",
     "write_report",
+    "write_scorecard",
 ]
 
 log = logging.getLogger(__name__)
 
 
 def write_report(sweep: Path) -> str:
-    """Write report.md, report.csv, report.png, curves.png and report/ (TensorBoard) into ``sweep``."""
+    """Write report.md, report.csv, report.json, report.png, curves.png and report/ (TensorBoard) into ``sweep``."""
     report = build_report(sweep)
     markdown = to_markdown(report)
-    (sweep / "report.md").write_text(markdown)
+    write_text(sweep / "report.md", markdown)
     write_csv(report, sweep / "report.csv")
+    write_json(report, sweep / "report.json")
     charts = [sweep / "report.png", sweep / "curves.png"]
     write_chart(report, charts[0])
     write_curves(report, charts[1])
@@ -63,21 +76,31 @@ class ReportCallback(Callback):
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="alexnet-report", description=__doc__.splitlines()[0])
-    parser.add_argument("sweep", type=Path, help="a multirun dir, e.g. logs/train/multiruns/<time>_<random>")
+    parser.add_argument("folders", type=Path, nargs="+", help="a multirun dir, e.g. logs/train/multiruns/<run>; "
+                        "with --scorecard, any number of sweep or report folders, or folders of them")  # fmt: skip
+    parser.add_argument("--scorecard", type=Path, metavar="OUT", help="write scorecard.md and scorecard.png into OUT")
     args = parser.parse_args(argv)
-    if not args.sweep.is_dir():
-        print(
-            f"error: {args.sweep} is not a directory; give a multirun dir such as logs/train/multiruns/<run>",
-            file=sys.stderr,
-        )
-        sys.exit(2)
+    for folder in args.folders:
+        if not folder.is_dir():
+            print(f"error: {folder} is not a directory; give a multirun dir such as logs/train/multiruns/<run>",
+                  file=sys.stderr)  # fmt: skip
+            sys.exit(2)
     try:
-        markdown = write_report(args.sweep)
-    except FileNotFoundError as err:
+        if args.scorecard is not None:
+            markdown = write_scorecard(args.folders, args.scorecard)
+            written = f"{args.scorecard}/scorecard.md, scorecard.png"
+        elif len(args.folders) > 1:
+            parser.error("one sweep at a time; several folders need --scorecard OUT")
+        else:
+            markdown = write_report(args.folders[0])
+            written = (
+                f"{args.folders[0]}/report.md, report.csv, report.json, report.png, curves.png, report/ (TensorBoard)"
+            )
+    except (FileNotFoundError, NotADirectoryError, PermissionError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     print(markdown, end="")
-    print(f"\nwritten: {args.sweep}/report.md, report.csv, report.png, curves.png, report/ (TensorBoard)")
+    print(f"\nwritten: {written}")
 
 
 if __name__ == "__main__":

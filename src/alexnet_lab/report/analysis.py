@@ -1,6 +1,7 @@
-"""A sweep's rows, statistics and verdicts: jobs grouped into variants (a tuned key's best setting chosen), mean
-and spread of each error, each variant's difference from the baseline, and the checks of the paper's claims.
-The tests behind them live in :mod:`alexnet_lab.stats`; nothing here renders."""
+"""A sweep's rows, statistics and verdicts: jobs grouped into variants (a tuned key's fastest setting chosen on the
+selection seeds, and checked to be bracketed by its grid), mean and spread of each error, each variant's difference
+from the baseline, and the checks of the claims. The tests behind them live in :mod:`alexnet_lab.stats`; nothing
+here renders."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from alexnet_lab.report.sweep import Job, load_jobs, variant_keys
-from alexnet_lab.stats import Interval, Verdict, compare, verdict
+from alexnet_lab.report.sweep import Job, load_jobs, project_ablation, variant_keys
+from alexnet_lab.stats import Claim, Interval, Verdict, compare, verdict
 
 ERRORS = ("test/top1_err", "test/top5_err", "val/top1_err", "val/top5_err")
 DIFFS = ("test/top1_err", "test/top5_err")  # the errors compared with the baseline
@@ -27,15 +28,18 @@ def mean(values: list[float | int | None]) -> float | None:
 
 @dataclass
 class Row:
-    """One variant: its jobs (for a tuned ablation, those of the chosen setting) and their statistics."""
+    """One variant: its jobs (for a tuned ablation, those of the chosen setting on the estimation seeds) and their
+    statistics."""
 
     label: str
     values: dict[str, str]
     jobs: list[Job]
     tuned: dict[str, str] = field(default_factory=dict)  # the chosen value of each tuned key
+    unbracketed: str | None = None  # why the chosen setting is not bracketed by its grid, and what to add
     stats: dict[str, tuple[float, float]] = field(default_factory=dict)  # metric -> (mean, std) over finished seeds
     diffs: dict[str, Interval] = field(default_factory=dict)  # metric -> variant - baseline
     lrn: dict[str, tuple[float, float]] = field(default_factory=dict)  # layer -> mean (median, p99) divisor
+    reference: dict[str, Any] | None = None  # the variant's own published figure, e.g. cuda-convnet's 18 %
     epochs: float | None = None  # mean epochs trained by the finished seeds
     seconds: float | None = None  # their mean wall time
 
@@ -53,27 +57,36 @@ class Row:
 
 @dataclass
 class Check:
-    """One of the paper's claims against one variant."""
+    """One claim against one variant."""
 
     variant: str
+    claim: Claim
     what: str  # e.g. "test top-1 error, variant - baseline (points)" or "epochs to the milestone, variant / baseline"
     interval: Interval  # on the scale the verdict is taken (log for ratios)
-    claim: float
     verdict: Verdict
-    ratio: bool = False  # interval and claim are logs of ratios
-    lower_bound: bool = False  # some variant runs never reached the milestone: the ratio is at least this
-    claim_dataset: str = ""
+    own_dataset: bool = True  # False: a figure from another dataset (the paper's ImageNet numbers on CIFAR-10)
+
+    @property
+    def ratio(self) -> bool:
+        return self.claim.ratio
 
     def shown(self, value: float) -> str:
+        if math.isinf(value):
+            return "∞" if value > 0 else ("0x" if self.ratio else "-∞")
         return f"{math.exp(value):.2f}x" if self.ratio else f"{value:+.2f}"
 
     @property
     def measured(self) -> str:
         i = self.interval
-        bound = "≥ " if self.lower_bound else ""
         if not i.decided:
-            return bound + self.shown(i.estimate)
-        return f"{bound}{self.shown(i.estimate)} [{self.shown(i.low)}, {self.shown(i.high)}]"
+            return f"{self.shown(i.estimate)} (no interval: one run a side)"
+        if math.isinf(i.high) and math.isinf(i.low):
+            return f"{self.shown(i.estimate)} (unbounded: runs on both sides never reached the milestone)"
+        if math.isinf(i.high):
+            return f"≥ {self.shown(i.low)} (estimate {self.shown(i.estimate)}, open above)"
+        if math.isinf(i.low):
+            return f"≤ {self.shown(i.high)} (estimate {self.shown(i.estimate)}, open below)"
+        return f"{self.shown(i.estimate)} [{self.shown(i.low)}, {self.shown(i.high)}]"
 
 
 @dataclass
@@ -84,20 +97,29 @@ class Report:
     baseline: Row | None
     dataset: str
     ablation: dict[str, Any]
+    claims: list[Claim] = field(default_factory=list)
     protocols: dict[str, str] = field(default_factory=dict)  # split -> evaluation views, e.g. test: 10-crop
+    experiment: str | None = None  # the experiment config the sweep ran (Hydra's choice)
     budget: str | None = None
     budget_epochs: Any = None
     checks: list[Check] = field(default_factory=list)
     tuning: list[tuple[str, str, str]] = field(default_factory=list)  # (variant, tuned setting, outcome)
-    unchosen_failed: list[Job] = field(default_factory=list)  # failed runs of tuned settings not chosen
+    selection_seeds: list[str] = field(default_factory=list)  # the seeds that chose the tuned settings
+    unchosen: list[Job] = field(default_factory=list)  # runs that only served the choice (other settings, selection)
 
     @property
     def failed(self) -> list[Job]:
-        return [j for row in self.rows for j in row.jobs if j.status == "failed"] + self.unchosen_failed
+        jobs = [j for row in self.rows for j in row.jobs] + self.unchosen
+        return [j for j in jobs if j.status in ("failed", "unreadable")]
 
     @property
     def small_budget(self) -> bool:
         return self.budget == "small"
+
+    @property
+    def schedule(self) -> str | None:
+        """What the budget's epochs are and where they come from (the experiment's ``schedules``)."""
+        return (self.ablation.get("schedules") or {}).get(self.budget)
 
 
 def _dataset(config: dict[str, Any]) -> str:
@@ -114,11 +136,15 @@ def _protocols(config: dict[str, Any]) -> dict[str, str]:
     return {s: views.get(data.get(f"{s}_protocol"), "one view") if cropped else "one view" for s in ("test", "val")}
 
 
-def _milestone_mean(row_jobs: list[Job]) -> float:
-    """Mean epochs to the milestone of finished runs, unreached ones counted at their cap; inf if none finished
-    (a setting whose runs all diverged is never the fastest)."""
-    values = [m[0] for j in row_jobs if (m := j.milestone_epochs) is not None]
-    return statistics.fmean(values) if values else math.inf
+def rank(jobs: list[Job]) -> tuple[int, float]:
+    """How fast a setting reaches the milestone: (runs that never reached it, mean epochs of those that did). A run
+    that never got there ranks behind every run that did, whatever its epoch cap; a setting with no finished run
+    ranks last."""
+    marks = [m for j in jobs if (m := j.milestone_epochs) is not None]
+    if not marks:
+        return len(jobs) + 1, math.inf
+    reached = [e for e, ok in marks if ok]
+    return len(marks) - len(reached), statistics.fmean(reached) if reached else math.inf
 
 
 def _group(jobs: list[Job], keys: list[str]) -> dict[str, tuple[dict[str, str], list[Job]]]:
@@ -130,50 +156,86 @@ def _group(jobs: list[Job], keys: list[str]) -> dict[str, tuple[dict[str, str], 
     return groups
 
 
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def bracket(settings: dict[str, dict[str, str]], chosen: str, keys: list[str]) -> str | None:
+    """None when the chosen setting of every tuned key lies inside its grid (a value tried on either side); else what
+    is missing, and the value to add (the grid's step continued)."""
+    for key in keys:
+        values = sorted({v for s in settings.values() if (v := _number(s[key])) is not None})
+        value = _number(settings[chosen][key])
+        if value is None or len(values) < 2:
+            return f"{key} was tried at one value only; add a lower and a higher one"
+        if value == values[0] or value == values[-1]:
+            edge, inner = (values[0], values[1]) if value == values[0] else (values[-1], values[-2])
+            step = edge / inner if inner and edge / inner > 0 else None
+            beyond = f"{edge * step:.6g}" if step else "a value beyond it"
+            where = "bottom" if value == values[0] else "top"
+            return f"{key}={value:g} is the {where} of its grid ({', '.join(f'{v:g}' for v in values)}); add {key}={beyond}"
+    return None
+
+
 def build_report(sweep: Path) -> Report:
     jobs = load_jobs(sweep)
     if not jobs:
         raise FileNotFoundError(f"no job dirs (with .hydra/overrides.yaml) under {sweep}; give a multirun dir")
-    config = next((j.config for j in jobs if j.config.get("ablation")), jobs[0].config)
-    ablation = config.get("ablation") or {}
+    source = next((j for j in jobs if j.config.get("ablation")), jobs[0])
+    config, experiment = source.config, source.experiment
+    ablation = {**(config.get("ablation") or {}), **(project_ablation(experiment) if experiment else {})}
     all_keys = variant_keys(sweep, jobs)
     tune = [k for k in ablation.get("tune") or [] if k in all_keys]
     keys = [k for k in all_keys if k not in tune]
-    report = Report(sweep, keys, [], None, _dataset(jobs[0].config), ablation, _protocols(jobs[0].config))
+    report = Report(
+        sweep, keys, [], None, _dataset(jobs[0].config), ablation, claims=parse_claims(ablation.get("claims")),
+        protocols=_protocols(jobs[0].config), experiment=experiment,
+    )  # fmt: skip
     report.budget = config.get("budget") if ablation.get("budgets") else None
     report.budget_epochs = (ablation.get("budgets") or {}).get(report.budget)
+    configured = [str(s) for s in ablation.get("selection_seeds") or []]
 
     for label, (values, group) in _group(jobs, keys).items():
-        chosen, tuned = group, {}
+        chosen, tuned, unbracketed = group, {}, None
         if tune:  # each variant takes the setting of the tuned keys that reaches the milestone fastest
             settings = _group(group, tune)
-            # compared on the seeds every setting ran: the chosen one may then run more seeds alone
-            shared = set.intersection(*({str(j.seed) for j in js} for _, js in settings.values()))
+            # chosen on the selection seeds (the configured ones, else those every setting ran), compared on the
+            # selection seeds every setting finished; never reused in the estimate
+            selection = set(configured) or set.intersection(*({str(j.seed) for j in js} for _, js in settings.values()))
+            finished = [{str(j.seed) for j in js if j.status == "finished" and str(j.seed) in selection}
+                        for _, js in settings.values()]  # fmt: skip
+            shared = set.intersection(*finished) if finished else set()
             tried = {s: [j for j in js if str(j.seed) in shared] for s, (_, js) in settings.items()}
-            best = min(settings, key=lambda s: _milestone_mean(tried[s]))
-            chosen, tuned = settings[best][1], settings[best][0]
-            more = any(len(js) > len(tried[s]) for s, (_, js) in settings.items())
-            on = f", seed{'s' if len(shared) > 1 else ''} {','.join(sorted(shared))}" if more else ""
+            best = min(settings, key=lambda s: rank(tried[s]))
+            tuned = settings[best][0]
+            chosen = [j for j in settings[best][1] if str(j.seed) not in selection]
+            report.unchosen += [j for s, (_, js) in settings.items() for j in js if s != best or j not in chosen]
+            report.selection_seeds = sorted(selection | set(report.selection_seeds), key=lambda s: (len(s), s))
+            unbracketed = bracket({s: v for s, (v, _) in settings.items()}, best, tune) if shared else None
+            on = f"seed{'s' if len(shared) > 1 else ''} {','.join(sorted(shared))}" if shared else "no seed yet"
             for setting, setting_jobs in tried.items():
-                to_milestone = _milestone_mean(setting_jobs)
-                reached = sum(1 for j in setting_jobs if (m := j.milestone_epochs) and m[1])
-                finished = sum(1 for j in setting_jobs if j.status == "finished")
-                outcome = (
-                    "no finished run"
-                    if math.isinf(to_milestone)
-                    else f"{to_milestone:.1f} epochs ({reached}/{finished} reached{on})"
-                )
+                missed, epochs = rank(setting_jobs)
+                done = [j for j in setting_jobs if j.milestone_epochs is not None]
+                if not done:
+                    outcome = "no finished run on the selection seeds"
+                else:
+                    reached = len(done) - missed
+                    outcome = f"{epochs:.2f} epochs" if reached else "never reached"
+                    outcome += f" ({reached}/{len(done)} reached, {on})"
                 report.tuning.append((label, setting + (" (chosen)" if setting == best else ""), outcome))
-                if setting != best:
-                    report.unchosen_failed += [j for j in settings[setting][1] if j.status == "failed"]
-        report.rows.append(Row(label, values, chosen, tuned))
+        report.rows.append(Row(label, values, chosen, tuned, unbracketed))
 
     wanted = {k: str(v).lower() for k, v in (ablation.get("baseline") or {}).items()}
     report.baseline = next(
         (r for r in report.rows if wanted and all(r.values.get(k, "").lower() == v for k, v in wanted.items())),
         report.rows[0],
     )
+    references = ablation.get("references") or {}
     for row in report.rows:
+        row.reference = references.get(row.label)
         row.epochs, row.seconds = mean([j.epochs for j in row.finished]), mean([j.seconds for j in row.finished])
         for metric in ERRORS:
             values = list(row.by_seed(metric).values())
@@ -194,61 +256,91 @@ def build_report(sweep: Path) -> Report:
             for metric in DIFFS:
                 ours, theirs = row.by_seed(metric), report.baseline.by_seed(metric)
                 if ours and theirs:
-                    row.diffs[metric] = compare(ours, theirs)
+                    step = _error_step(row.finished + report.baseline.finished)
+                    row.diffs[metric] = compare(ours, theirs, resolution=(step, step))
     report.checks = _checks(report)
     return report
 
 
-def _claim(report: Report) -> tuple[dict[str, Any] | None, str]:
-    """The claim this sweep tests: the one for its own dataset, else the paper's ImageNet figure."""
-    claims = report.ablation.get("claims") or {}
-    if report.dataset in claims:
-        return claims[report.dataset], report.dataset
-    if "imagenet" in claims:
-        return claims["imagenet"], "imagenet"
-    return None, ""
+def parse_claims(raw: Any) -> list[Claim]:
+    """The ``claims`` of an experiment: a list of {dataset, metric, value, tolerance, source, text}. Sweeps made
+    before claims carried their precision store {dataset: {top1: x, top5: y, speedup: z, text}}: their figures are
+    read with a tolerance of zero and the source unknown."""
+    if isinstance(raw, dict):
+        raw = [
+            {"dataset": dataset, "metric": metric, "value": value, "tolerance": 0.0, "source": "not recorded",
+             "text": claim.get("text", "")}
+            for dataset, claim in raw.items() if isinstance(claim, dict)
+            for metric, value in claim.items() if metric in ("top1", "top5", "speedup")
+        ]  # fmt: skip
+    claims = []
+    for item in raw or []:
+        if isinstance(item, dict) and {"dataset", "metric", "value"} <= item.keys():
+            claims.append(Claim(str(item["dataset"]), str(item["metric"]), float(item["value"]),
+                                float(item.get("tolerance", 0.0)), str(item.get("source", "not recorded")),
+                                str(item.get("text", ""))))  # fmt: skip
+    return claims
+
+
+def _error_step(jobs: list[Job]) -> float:
+    """One test image, in points of error: the finest difference a test error can show."""
+    counts = [j.test_images for j in jobs if j.test_images]
+    return 100.0 / min(counts) if counts else 0.0
+
+
+def _milestone_resolution(a: list[tuple[float, float]], b: list[tuple[float, float]]) -> tuple[float, float]:
+    """How far the log of mean(a) / mean(b) can move when each run's epochs are known to ± its resolution
+    (below, above the estimate): lists of (epochs, resolution)."""
+    ea, ra = statistics.fmean(e for e, _ in a), statistics.fmean(r for _, r in a)
+    eb, rb = statistics.fmean(e for e, _ in b), statistics.fmean(r for _, r in b)
+    ratio = math.log(ea / eb)
+    above = math.log((ea + ra) / max(eb - rb, 1e-9)) - ratio
+    below = ratio - math.log(max(ea - ra, 1e-9) / (eb + rb))
+    return below, above
 
 
 def _checks(report: Report) -> list[Check]:
-    claim, claim_dataset = _claim(report)
-    if not claim or report.baseline is None:
+    """Each claim against each variant: those of this sweep's dataset, else (marked as such) those of another."""
+    base = report.baseline
+    if not report.claims or base is None:
         return []
+    own = [c for c in report.claims if c.dataset == report.dataset]
+    claims = own or report.claims
     checks = []
     for row in report.rows:
-        if row is report.baseline:
+        if row is base:
             continue
-        for key, metric in CLAIM_METRICS.items():
-            if key in claim and metric in row.diffs:
+        for claim in claims:
+            if claim.metric in CLAIM_METRICS:
+                metric = CLAIM_METRICS[claim.metric]
+                if metric not in row.diffs:
+                    continue
                 interval = row.diffs[metric]
-                checks.append(
-                    Check(row.label, f"{METRIC_NAMES[metric]}, variant - baseline (points)", interval,
-                          float(claim[key]), verdict(interval, float(claim[key])), claim_dataset=claim_dataset)
-                )  # fmt: skip
-        if "speedup" in claim and row.milestones and report.baseline.milestones:
-            ours = {j.seed: math.log(m[0]) for j in row.finished if (m := j.milestone_epochs) and m[0] > 0}
-            theirs = {
-                j.seed: math.log(m[0]) for j in report.baseline.finished if (m := j.milestone_epochs) and m[0] > 0
-            }
-            if not (ours and theirs):
-                continue
-            interval = compare(ours, theirs)
-            target = math.log(float(claim["speedup"]))
-            censored = [m for m in row.milestones if not m[1]]
-            result = verdict(interval, target)
-            if censored and result.label != "larger":
-                cap = max(m[0] for m in censored)
-                result = Verdict(
-                    "inconclusive",
-                    f"inconclusive: {len(censored)} of {len(row.milestones)} runs did not reach the milestone within "
-                    f"{cap:g} epochs, so the ratio is only a lower bound; a higher epoch cap would decide it",
+                what = f"{METRIC_NAMES[metric]}, variant - baseline (points)"
+            elif claim.ratio and row.milestones and base.milestones:
+                ours = [(j, m) for j in row.finished if (m := j.milestone_epochs) and m[0] > 0]
+                theirs = [(j, m) for j in base.finished if (m := j.milestone_epochs) and m[0] > 0]
+                if not (ours and theirs):
+                    continue
+                resolution = _milestone_resolution(
+                    [(m[0], j.milestone_resolution) for j, m in ours],
+                    [(m[0], j.milestone_resolution) for j, m in theirs],
                 )
-            checks.append(
-                Check(row.label, "epochs to the milestone, variant / baseline", interval, target, result,
-                      ratio=True, lower_bound=bool(censored), claim_dataset=claim_dataset)
-            )  # fmt: skip
-    if report.small_budget:
-        for check in checks:
-            check.verdict = Verdict(
-                "not decided", f"not decided at the small budget ({check.verdict.sentence.split(':')[0]} here)"
-            )
+                interval = compare(
+                    {j.seed: math.log(m[0]) for j, m in ours},
+                    {j.seed: math.log(m[0]) for j, m in theirs},
+                    resolution=resolution,
+                    censored=(any(not m[1] for _, m in ours), any(not m[1] for _, m in theirs)),
+                )
+                what = "epochs to the milestone, variant / baseline"
+            else:
+                continue
+            result = verdict(interval, claim)
+            unbracketed = [r.unbracketed for r in (row, base) if r.unbracketed]
+            if unbracketed:
+                result = Verdict("not bracketed", f"not bracketed ({result.label} as it stands): " + "; ".join(
+                    f"{r.label}'s fastest {r.unbracketed}" for r in (row, base) if r.unbracketed))  # fmt: skip
+            elif report.small_budget:
+                result = Verdict("not decided", f"not decided at the small budget ({result.label} here)")
+            checks.append(Check(row.label, claim, what, interval, result, own_dataset=claim.dataset == report.dataset))
     return checks

@@ -1,16 +1,37 @@
-"""The report's renderings: markdown (tables, tuning, LRN, the claims), CSV, the claims chart, learning curves and
-a TensorBoard run. Every number comes computed from :mod:`alexnet_lab.report.analysis`."""
+"""The report's renderings: markdown (tables, tuning, LRN, the claims), CSV, JSON (what the scorecard reads), the
+claims chart, learning curves and a TensorBoard run. Every number comes computed from
+:mod:`alexnet_lab.report.analysis`; every text that came from a job dir is escaped before it is embedded."""
 
 from __future__ import annotations
 
 import csv
+import io
+import json
 import math
 import shutil
 import statistics
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from alexnet_lab.report.analysis import DIFFS, ERRORS, Report
+from alexnet_lab.files import atomic_write
+from alexnet_lab.report.analysis import DIFFS, ERRORS, Check, Report, Row
 from alexnet_lab.stats import Interval
+
+CURVE_NAMES = {"train/top1_err": "training error", "val/top1_err": "validation error", "test/top1_err": "test error"}
+
+
+def text(value: Any) -> str:
+    """Text from a job dir, safe inside a markdown table cell or line: one line, no pipes, no HTML."""
+    out = " ".join(str(value).split())
+    for raw, safe in (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ("|", "\\|"), ("`", "'")):
+        out = out.replace(raw, safe)
+    return out
+
+
+def write_text(path: Path, content: str) -> None:
+    """Written atomically and never through a link: a planted link to a file elsewhere is replaced, not followed."""
+    atomic_write(path, lambda f: f.write(content.encode()))
 
 
 def _pm(stat: tuple[float, float] | None) -> str:
@@ -24,7 +45,7 @@ def _diff(interval: Interval | None) -> str:
     if interval is None:
         return "-"
     if not interval.decided:
-        return f"{interval.estimate:+.2f}"
+        return f"{interval.estimate:+.2f} (no interval)"
     return f"{interval.estimate:+.2f} [{interval.low:+.2f}, {interval.high:+.2f}]"
 
 
@@ -35,40 +56,74 @@ def _span(values: list[int]) -> str:
 def _budget_line(report: Report) -> list[str]:
     if report.budget is None:
         return []
-    paper = (report.ablation.get("budgets") or {}).get("paper")
-    finished = [j for row in report.rows for j in row.finished]
+    finished = [j for row in report.rows for j in row.finished] + [j for j in report.unchosen if j.status == "finished"]
     trained = [j.epochs for j in finished if j.epochs is not None] or [report.budget_epochs]
     epochs = f"{_span(trained)} epoch{'' if max(trained) == 1 else 's'} per run"
+    schedule = f": {text(report.schedule)}" if report.schedule else ""
     if report.small_budget:
+        paper = (report.ablation.get("schedules") or {}).get(
+            "paper"
+        ) or f"{report.ablation['budgets'].get('paper')} epochs"
         return [
             (
-                f"**Small budget ({epochs}): this sweep cannot decide the paper's claims.** "
-                "It tries the pipeline; networks this early are far from the converged ones the paper compared. "
-                f"Run it with `budget=paper` ({paper} epochs per run, the original schedule) to decide them."
+                f"**Small budget ({epochs}{schedule}): this sweep cannot decide the claims.** It tries the pipeline; "
+                f"networks this early are far from converged. Run it with `budget=paper` ({text(paper)}) to decide them."
             ),
             "",
         ]
-    caps = [j.max_epochs for row in report.rows for j in row.jobs if j.max_epochs is not None]
+    caps = [j.max_epochs for j in [*finished] if j.max_epochs is not None]
     cap = f"at most {_span(caps or [report.budget_epochs])} epochs"
-    if caps and min(caps) < report.budget_epochs:
+    if caps and report.budget_epochs and min(caps) < report.budget_epochs:
         cap += f" (a run's own `trainer.max_epochs`; the budget sets {report.budget_epochs})"
     if mark := report.ablation.get("milestone"):
-        stop = f"a run stops when {mark['metric']} ≤ {mark['below']:g}"
-        return [f"Budget: {report.budget} ({stop}, {cap}; finished runs trained {epochs}).", ""]
-    return [f"Budget: {report.budget} ({epochs}; {cap} configured).", ""]
+        stop = f"a run stops when {text(mark['metric'])} ≤ {text(mark['below'])}"
+        return [f"Budget: {report.budget}{schedule} ({stop}, {cap}; finished runs trained {epochs}).", ""]
+    return [f"Budget: {report.budget}{schedule} ({epochs}; {cap} configured).", ""]
+
+
+def _milestone_cell(row: Row) -> str:
+    reached = [m for m in row.milestones if m[1]]
+    unreached = [m for m in row.milestones if not m[1]]
+    if not row.milestones:
+        return "-"
+    if not reached:
+        return f"not reached in {max(m[0] for m in unreached):g} ({len(unreached)} seeds)"
+    cell = f"{statistics.fmean(m[0] for m in reached):.2f} ({len(reached)}/{len(row.milestones)} seeds)"
+    if unreached:
+        cell += f"; {len(unreached)} not in {max(m[0] for m in unreached):g}"
+    return cell
+
+
+def _stage_two(report: Report, row: Row) -> str:
+    """The command that runs a tuned variant's chosen setting on the estimation seeds, into this sweep."""
+    experiment = f"experiment={report.experiment} " if report.experiment else ""
+    budget = f"budget={report.budget} " if report.budget else ""
+    settings = " ".join(f"{k}={v}" for k, v in {**row.values, **row.tuned}.items())
+    return f"alexnet-train -m {experiment}{budget}{settings} seed=1,2,3,4,5 hydra.sweep.dir={report.sweep}"
+
+
+def val_is_test(report: Report) -> bool:
+    """Whether the runs validated on the test split (all training images trained): then val/* is only printed."""
+    splits = {j.val_split for row in report.rows for j in row.jobs if j.val_split}
+    return bool(splits) and all(v.startswith("test split") for v in splits)
 
 
 def to_markdown(report: Report) -> str:
-    name = report.ablation.get("name", report.sweep.name)
-    base = report.baseline.label if report.baseline else "-"
+    name = text(report.ablation.get("name", report.sweep.name))
+    base = text(report.baseline.label) if report.baseline else "-"
     methods = sorted({i.method for row in report.rows for i in row.diffs.values()} - {"one run a side"})
     # ImageNet runs validate on a minival and evaluate the ILSVRC-2012 val split once, in Lightning's test stage
     imagenet = report.dataset == "imagenet"
     test_split = "ILSVRC-2012 val split (test/*: evaluated once at the end)" if imagenet else "test split"
-    val_split = "minival (val/*: held out of train)" if imagenet else "validation split"
+    if imagenet:
+        val_split = "minival (val/*: held out of train)"
+    elif val_is_test(report):
+        val_split = "test split again (val/*: all training images train, so the test split is printed during training, never used to choose)"
+    else:
+        val_split = "validation split"
     title = f"# Ablation: {name}"
     if report.small_budget:
-        title += " (small budget: cannot decide the paper's claims)"
+        title += " (small budget: cannot decide the claims)"
     elif report.budget:
         title += f" ({report.budget} budget)"
     lines = [
@@ -76,23 +131,26 @@ def to_markdown(report: Report) -> str:
         "",
         *_budget_line(report),
         (
-            f"Sweep `{report.sweep}`; dataset {report.dataset}. Errors in percent on the {test_split} "
+            f"Sweep `{text(report.sweep)}`; dataset {report.dataset}. Errors in percent on the {test_split} "
             f"({report.protocols.get('test', 'one view')}) and the {val_split} "
             f"({report.protocols.get('val', 'one view')}), mean ± sample std over finished seeds. Δ is variant minus "
             f"baseline ({base}) with a 95 % confidence interval ({' / '.join(methods) or 'none yet'}; paired when the "
-            "variants ran the same seeds, which share data order and augmentation draws): positive means the variant "
-            "errs more."
+            "variants ran the same seeds, which share data order and augmentation draws; never narrower than one test "
+            "image): positive means the variant errs more."
         ),
         "",
     ]
     mark = report.ablation.get("milestone")
+    references = any(row.reference for row in report.rows)
     header = ["variant", "finished / started", "test top-1", "test top-5", "val top-1", "val top-5",
               "Δ test top-1", "Δ test top-5", "epochs", "time (s)"]  # fmt: skip
+    if references:
+        header.insert(3, "its published test top-1")
     if mark:
-        header += [f"epochs to {mark['metric']} ≤ {mark['below']:g}"]
+        header += [f"epochs to {text(mark['metric'])} ≤ {text(mark['below'])}"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in report.rows:
-        label = row.label + "".join(f", {k}={v}" for k, v in row.tuned.items())
+        label = text(row.label + "".join(f", {k}={v}" for k, v in row.tuned.items()))
         cells = [
             label + (" (baseline)" if row is report.baseline else ""),
             f"{len(row.finished)} / {len(row.jobs)}",
@@ -101,24 +159,30 @@ def to_markdown(report: Report) -> str:
             "-" if row.epochs is None else f"{row.epochs:.1f}",
             "-" if row.seconds is None else f"{row.seconds:.0f}",
         ]
+        if references:
+            ref = row.reference
+            cells.insert(
+                3, f"{ref['top1']:g} ± {ref.get('tolerance', 0):g} ({text(ref.get('source', ''))})" if ref else "-"
+            )
         if mark:
-            reached = [m for m in row.milestones if m[1]]
-            unreached = [m for m in row.milestones if not m[1]]
-            if not row.milestones:
-                cells.append("-")
-            elif not reached:
-                cells.append(f"not reached in {max(m[0] for m in unreached):g} ({len(unreached)} seeds)")
-            else:
-                text = f"{statistics.fmean(m[0] for m in reached):.1f} ({len(reached)}/{len(row.milestones)} seeds)"
-                if unreached:
-                    text += f"; {len(unreached)} not in {max(m[0] for m in unreached):g}"
-                cells.append(text)
+            cells.append(_milestone_cell(row))
         lines.append("| " + " | ".join(cells) + " |")
+    if references:
+        lines += ["", ("Published figures are single runs on the original CIFAR-10; this copy is a JPEG re-encoding "
+                  "(quality about 75), so absolute errors are expected a little higher; differences are comparable.")]  # fmt: skip
     if report.tuning:
-        lines += ["", "Each variant takes the setting of " + ", ".join(f"`{k}`" for k in report.ablation["tune"])
-                  + " that reaches the milestone in the fewest epochs (mean over the seeds every setting ran; runs "
-                  "that never reach it count their epochs):", ""]  # fmt: skip
-        lines += [f"- {variant}: {setting}: {outcome}" for variant, setting, outcome in report.tuning]
+        tune = ", ".join(f"`{k}`" for k in report.ablation["tune"])
+        seeds = ", ".join(report.selection_seeds) or "none"
+        lines += ["", (f"Each variant takes the setting of {tune} that reaches the milestone first on the selection "
+                  f"seeds ({seeds}): a run that never reached it ranks behind every run that did. Selection seeds are "
+                  "never part of the estimate above."), ""]  # fmt: skip
+        lines += [f"- {text(variant)}: {text(setting)}: {outcome}" for variant, setting, outcome in report.tuning]
+        for row in report.rows:
+            if row.unbracketed:
+                lines.append(f"- **{text(row.label)}: not bracketed.** Its fastest {text(row.unbracketed)} on the "
+                             "selection seeds, and run the sweep again.")  # fmt: skip
+            elif not row.jobs and row.tuned:
+                lines.append(f"- {text(row.label)}: no estimation seeds yet; run `{text(_stage_two(report, row))}`")
     lrn_rows = [row for row in report.rows if row.lrn]
     if lrn_rows:
         lines += [
@@ -133,97 +197,230 @@ def to_markdown(report: Report) -> str:
         ]
         for row in lrn_rows:
             layers = ", ".join(f"{layer} median {m:.3f}, 99th percentile {p:.3f}" for layer, (m, p) in row.lrn.items())
-            lines.append(f"- {row.label}: {layers}")
-    claims = report.ablation.get("claims") or {}
-    if claims:
-        lines += ["", "## The paper's claims beside this sweep", ""]
-        for dataset, claim in claims.items():
-            tail = "" if dataset == report.dataset else ", not this dataset"
-            lines.append(f"- Paper ({dataset}{tail}): {claim.get('text', '')}")
-            for check in (c for c in report.checks if c.claim_dataset == dataset):
-                where = "" if dataset == report.dataset else f" (its {dataset} figure)"
-                lines.append(
-                    f"  - **{check.variant}: {check.verdict.label}.** {check.what}: measured {check.measured} "
-                    f"({check.interval.method}, n = {check.interval.n}); paper{where} {check.shown(check.claim)}. "
-                    f"{check.verdict.sentence[0].upper()}{check.verdict.sentence[1:]}."
-                )
+            lines.append(f"- {text(row.label)}: {text(layers)}")
+    if report.claims:
+        lines += ["", "## The claims beside this sweep", ""]
+        for claim in report.claims:
+            tail = "" if claim.dataset == report.dataset else f"; {claim.dataset}, not this dataset"
+            lines.append(f"- {text(claim.source)} ({claim.metric} {claim.shown}{tail}): {text(claim.text)}")
+            for check in (c for c in report.checks if c.claim is claim):
+                lines.append(f"  - {_check_line(check)}")
     if report.failed:
-        lines += ["", "## Failed jobs", ""]
-        lines += [f"- `{job.path.name}`: {job.error}" for job in report.failed]
-    unfinished = [j for row in report.rows for j in row.jobs if j.status not in ("finished", "failed")]
+        lines += ["", "## Failed or unreadable jobs", ""]
+        lines += [f"- `{text(job.path.name)}` ({job.status}): {text(job.error)}" for job in report.failed]
+    unfinished = [j for row in report.rows for j in row.jobs if j.status not in ("finished", "failed", "unreadable")]
     if unfinished:
-        lines += ["", f"Not finished yet: {', '.join(f'`{j.path.name}` ({j.status})' for j in unfinished)}."]
+        lines += [
+            "",
+            f"Not finished yet: {', '.join(f'`{text(j.path.name)}` ({text(j.status)})' for j in unfinished)}.",
+        ]
     return "\n".join(lines) + "\n"
 
 
-# ----------------------------------------------------------------------------------- csv, charts, tb
+def _check_line(check: Check) -> str:
+    i = check.interval
+    notes = "".join(f"; {note}" for note in i.notes)
+    sentence = check.verdict.sentence
+    return (
+        f"**{text(check.variant)}: {check.verdict.label}.** {check.what}: measured {check.measured} ({i.method}, "
+        f"n = {i.n}{notes}); claim {check.claim.shown}. {sentence[0].upper()}{sentence[1:]}."
+    )
+
+
+# ----------------------------------------------------------------------------------- csv, json, charts, tb
 
 
 def write_csv(report: Report, path: Path) -> None:
     """One line per variant: counts, mean and std of each error, Δ with its interval, the verdicts."""
     stat_cols = [f"{m}_{s}" for m in ERRORS for s in ("mean", "std")]
     diff_cols = [f"delta_{m}_{s}" for m in DIFFS for s in ("mean", "ci_low", "ci_high")]
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["variant", "baseline", "finished", "started", *stat_cols, *diff_cols, "interval",
-                         "epochs", "seconds", "verdicts"])  # fmt: skip
-        for row in report.rows:
-            stats = [x for m in ERRORS for x in row.stats.get(m, (math.nan, math.nan))]
-            diffs = []
-            for m in DIFFS:
-                d = row.diffs.get(m)
-                diffs += [d.estimate, d.low, d.high] if d else [math.nan] * 3
-            method = next((d.method for d in row.diffs.values()), "")
-            verdicts = "; ".join(f"{c.what}: {c.verdict.label}" for c in report.checks if c.variant == row.label)
-            writer.writerow([row.label, row is report.baseline, len(row.finished), len(row.jobs), *stats, *diffs,
-                             method, "" if row.epochs is None else row.epochs, "" if row.seconds is None else row.seconds, verdicts])  # fmt: skip
+    out = io.StringIO(newline="")
+    writer = csv.writer(out)
+    writer.writerow(["variant", "baseline", "finished", "started", *stat_cols, *diff_cols, "interval",
+                     "epochs", "seconds", "verdicts"])  # fmt: skip
+    for row in report.rows:
+        stats = [x for m in ERRORS for x in row.stats.get(m, (math.nan, math.nan))]
+        diffs = []
+        for m in DIFFS:
+            d = row.diffs.get(m)
+            diffs += [d.estimate, d.low, d.high] if d else [math.nan] * 3
+        method = next((d.method for d in row.diffs.values()), "")
+        verdicts = "; ".join(f"{c.what}: {c.verdict.label}" for c in report.checks if c.variant == row.label)
+        writer.writerow([row.label, row is report.baseline, len(row.finished), len(row.jobs), *stats, *diffs,
+                         method, "" if row.epochs is None else row.epochs, "" if row.seconds is None else row.seconds, verdicts])  # fmt: skip
+    write_text(path, out.getvalue())
+
+
+def summary(report: Report) -> dict[str, Any]:
+    """What the scorecard needs of a sweep, as plain values (``report.json``)."""
+
+    def bound(value: float) -> float | str | None:
+        return None if math.isnan(value) else (("inf" if value > 0 else "-inf") if math.isinf(value) else value)
+
+    return {
+        "name": report.ablation.get("name", report.sweep.name),
+        "experiment": report.experiment,
+        "dataset": report.dataset,
+        "budget": report.budget,
+        "schedule": report.schedule,
+        "checks": [
+            {
+                "variant": c.variant,
+                "claim": {
+                    "dataset": c.claim.dataset,
+                    "metric": c.claim.metric,
+                    "value": c.claim.value,
+                    "tolerance": c.claim.tolerance,
+                    "source": c.claim.source,
+                    "text": c.claim.text,
+                },
+                "what": c.what,
+                "measured": c.measured,
+                "estimate": c.interval.estimate,
+                "low": bound(c.interval.low),
+                "high": bound(c.interval.high),
+                "ratio": c.ratio,
+                "method": c.interval.method,
+                "n": c.interval.n,
+                "notes": list(c.interval.notes),
+                "verdict": c.verdict.label,
+                "sentence": c.verdict.sentence,
+            }
+            for c in report.checks
+        ],
+    }
+
+
+def write_json(report: Report, path: Path) -> None:
+    write_text(path, json.dumps(summary(report), indent=2) + "\n")
+
+
+def _save(fig: Any, path: Path) -> None:
+    """A figure saved atomically, never through a link."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    atomic_write(path, lambda f: f.write(buffer.getvalue()))
+
+
+def axis_name(check: Check, report: Report) -> str:
+    """The claim's quantity in plain words: "tanh / relu, epochs to 25 % training error"."""
+    if not check.ratio:
+        return f"{check.what.split(',')[0]}, variant − baseline (points)"
+    mark = report.ablation.get("milestone") or {}
+    metric = CURVE_NAMES.get(str(mark.get("metric")), str(mark.get("metric", "the milestone")))
+    variant = next(r for r in report.rows if r.label == check.variant)
+    names = [",".join(r.values.values()) or r.label for r in (variant, report.baseline or variant)]
+    below = f"{float(mark['below']):g}" if isinstance(mark.get("below"), (int, float)) else "?"
+    return f"{names[0]} / {names[1]}, epochs to {below} % {metric}"
+
+
+@dataclass(frozen=True)
+class Bar:
+    """One row of a claims chart, in display units (points, or a ratio): the measured interval (nan: none; infinite:
+    open on that side) against the claim's band."""
+
+    label: str
+    estimate: float
+    low: float
+    high: float
+    band: tuple[float, float]
+    claim: float
+
+
+def bar(check: Check, label: str) -> Bar:
+    shown = math.exp if check.ratio else (lambda v: v)
+    i, (low, high) = check.interval, check.claim.band
+    return Bar(label, shown(i.estimate), shown(i.low), shown(i.high), (shown(low), shown(high)), check.claim.value)
+
+
+def draw_bars(ax: Any, bars: list[Bar], ratio: bool, xlabel: str) -> None:
+    """Each bar's interval (an arrow where it is open, "no interval" where there is none), its estimate, and the
+    claim's band, top to bottom; a log axis for ratios, with plain tick labels."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    finite = [
+        v
+        for b in bars
+        for v in (b.estimate, b.low, b.high, *b.band, b.claim)
+        if math.isfinite(v) and v > (0 if ratio else -math.inf)
+    ]
+    lo, hi = min(finite + [1.0 if ratio else 0.0]), max(finite + [1.0 if ratio else 0.0])
+    if ratio:
+        pad = (hi / lo) ** 0.08
+        left, right = lo / pad, hi * pad
+    else:
+        pad = 0.08 * (hi - lo or 1.0)
+        left, right = lo - pad, hi + pad
+    for y, b in enumerate(reversed(bars)):
+        ax.fill_betweenx([y - 0.32, y + 0.32], max(b.band[0], left), min(b.band[1], right), color="tab:red",
+                         alpha=0.18, label="claim ± its precision" if y == 0 else None)  # fmt: skip
+        ax.plot([b.claim] * 2, [y - 0.32, y + 0.32], color="tab:red", linewidth=1)
+        if math.isnan(b.low):
+            ax.annotate("no interval (one run a side)", (b.estimate, y), xytext=(8, 6), textcoords="offset points",
+                        fontsize="small", color="tab:blue")  # fmt: skip
+        else:
+            start, stop = max(b.low, left), min(b.high, right)
+            ax.plot([start, stop], [y, y], color="tab:blue", linewidth=3, solid_capstyle="butt",
+                    label="measured, 95 % interval" if y == 0 else None)  # fmt: skip
+            if math.isinf(b.low):
+                ax.plot([left], [y], "<", color="tab:blue", markersize=10)
+            if math.isinf(b.high):
+                ax.plot([right], [y], ">", color="tab:blue", markersize=10)
+        ax.plot([b.estimate], [y], "o", color="tab:blue")
+    ax.axvline(1.0 if ratio else 0.0, color="grey", linewidth=1, linestyle="--", label="no effect")
+    ax.set_ylim(-0.6, len(bars) - 0.4)
+    ax.set_yticks(range(len(bars)), [b.label for b in reversed(bars)], fontsize="small")
+    if ratio:
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xticks([t for t in (0.5, 1, 2, 3, 4, 5, 6, 7, 8, 10, 15, 20, 30, 50, 100) if left <= t <= right])
+    ax.set_xlim(left, right)
+    ax.set_xlabel(xlabel)
+    ax.grid(axis="x", alpha=0.3)
 
 
 def write_chart(report: Report, path: Path) -> None:
-    """Each claim's measured difference (or ratio) with its 95 % interval, beside the paper's figure: one row per
-    claim and variant. A sweep without claims shows each variant's mean test errors instead."""
+    """Each claim's measured difference (or ratio) with its 95 % interval, beside the claim's band: one row per claim
+    and variant; a row without an interval says so. A sweep without claims shows each variant's mean test errors."""
     from matplotlib.figure import Figure  # no pyplot: leaves the caller's matplotlib backend alone
 
     name = report.ablation.get("name", report.sweep.name)
     if not report.checks:
         labels = [row.label for row in report.rows]
-        fig = Figure(figsize=(max(5.0, 1.6 * len(labels) + 2), 4))
+        fig = Figure(figsize=(max(6.0, 1.6 * len(labels) + 2), 4.2))
         ax = fig.subplots()
         for offset, metric in ((-0.19, "test/top1_err"), (0.19, "test/top5_err")):
             means = [row.stats.get(metric, (math.nan, math.nan))[0] for row in report.rows]
             stds = [
                 0.0 if math.isnan(s) else s for s in (row.stats.get(metric, (0, math.nan))[1] for row in report.rows)
             ]
-            ax.bar([i + offset for i in range(len(labels))], means, 0.38, yerr=stds, capsize=4, label=metric)
+            label = METRIC_LABELS[metric] + ", mean ± std over seeds"
+            ax.bar([i + offset for i in range(len(labels))], means, 0.38, yerr=stds, capsize=4, label=label)
         ax.set_xticks(range(len(labels)), labels, rotation=15, ha="right")
-        ax.set_ylabel("error (%), mean ± std over seeds")
-        ax.set_title(f"Ablation: {name}")
-        ax.legend()
-    else:
-        fig = Figure(figsize=(8, 1.2 + 0.9 * len(report.checks)))
-        ax = fig.subplots()
-        for y, check in enumerate(reversed(report.checks)):
-            i = check.interval
-            scale = math.exp if check.ratio else (lambda v: v)
-            lo, hi = (scale(i.low), scale(i.high)) if i.decided else (scale(i.estimate),) * 2
-            ax.plot([lo, hi], [y, y], color="tab:blue", linewidth=3, solid_capstyle="butt")
-            ax.plot(
-                [scale(i.estimate)], [y], "o", color="tab:blue", label="measured, 95 % interval" if y == 0 else None
-            )
-            ax.plot(
-                [scale(check.claim)], [y], "x", color="tab:red", markersize=10, mew=2, label="paper" if y == 0 else None
-            )
-        ax.axvline(1.0 if report.checks[0].ratio else 0.0, color="grey", linewidth=1, linestyle="--")
-        ax.set_yticks(range(len(report.checks)),
-                      [f"{c.variant}\n{c.what.split(',')[0]}: {c.verdict.label}" for c in reversed(report.checks)])  # fmt: skip
-        ax.set_xlabel("variant / baseline" if report.checks[0].ratio else "variant - baseline (points)")
-        if report.checks[0].ratio:
-            ax.set_xscale("log")
-        budget = f", {report.budget} budget" if report.budget else ""
-        ax.set_title(f"Ablation: {name} ({report.dataset}{budget})")
-        ax.legend(loc="best", fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+        ax.set_ylabel("test error (%)")
+        ax.set_title(f"Ablation: {name} (no claim with a figure to check)")
+        ax.legend(fontsize="small")
+        fig.tight_layout()
+        _save(fig, path)
+        return
+    kinds = sorted({c.ratio for c in report.checks})  # one panel per scale: differences, ratios
+    counts = [sum(c.ratio == k for c in report.checks) for k in kinds]
+    fig = Figure(figsize=(9, 1.5 + 0.8 * sum(counts) + 0.9 * len(kinds)))
+    axes = fig.subplots(len(kinds), 1, squeeze=False, height_ratios=counts)[:, 0]
+    for ax, ratio in zip(axes, kinds):
+        checks = [c for c in report.checks if c.ratio == ratio]
+        labels = [f"{c.variant}\n{c.claim.metric} ({c.claim.dataset}): {c.verdict.label}" for c in checks]
+        draw_bars(ax, [bar(c, lab) for c, lab in zip(checks, labels)], ratio, axis_name(checks[0], report))
+    budget = f", {report.budget} budget" if report.budget else ""
+    axes[0].set_title(f"Ablation: {name} ({report.dataset}{budget})")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize="small", frameon=False)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    _save(fig, path)
+
+
+METRIC_LABELS = {"test/top1_err": "test top-1 error", "test/top5_err": "test top-5 error"}
 
 
 def curve_metric(report: Report) -> str:
@@ -235,7 +432,7 @@ def write_curves(report: Report, path: Path) -> None:
     from matplotlib.figure import Figure
 
     metric = curve_metric(report)
-    fig = Figure(figsize=(7, 4.2))
+    fig = Figure(figsize=(7.5, 4.5))
     ax = fig.subplots()
     for row in report.rows:
         curves = [c for j in row.jobs if (c := j.curve(metric))]
@@ -245,18 +442,24 @@ def write_curves(report: Report, path: Path) -> None:
         epochs = list(range(1, length + 1))
         columns = [[c[e] for c in curves if e < len(c)] for e in range(length)]
         means = [statistics.fmean(col) for col in columns]
-        (line,) = ax.plot(epochs, means, label=f"{row.label} ({len(curves)} seed{'s' if len(curves) > 1 else ''})")
+        label = f"{row.label}: mean of {len(curves)} seed{'s' if len(curves) > 1 else ''}"
+        (line,) = ax.plot(epochs, means, label=label + (", shaded: their range" if len(curves) > 1 else ""))
         ax.fill_between(epochs, [min(c) for c in columns], [max(c) for c in columns], color=line.get_color(), alpha=0.2)
     mark = report.ablation.get("milestone")
     if mark and mark.get("metric") == metric:
-        ax.axhline(mark["below"], color="grey", linestyle="--", linewidth=1)
+        ax.axhline(float(mark["below"]), color="grey", linestyle="--", linewidth=1)
+        ax.annotate(f"milestone: {float(mark['below']):g} %", (1, float(mark["below"])), xytext=(4, 4),
+                    textcoords="offset points", fontsize="small", color="grey")  # fmt: skip
     ax.set_xlabel("epoch")
-    ax.set_ylabel(f"{metric} (%): mean, range over seeds")
+    name = CURVE_NAMES.get(metric, metric)
+    if metric.startswith("val/") and val_is_test(report):
+        name = "test error (printed during training)"
+    ax.set_ylabel(f"{name} (%)")
     ax.set_title(f"Learning curves: {report.ablation.get('name', report.sweep.name)}")
     if ax.lines:
         ax.legend(fontsize="small")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    _save(fig, path)
 
 
 def write_tensorboard(report: Report, markdown: str, folder: Path, charts: list[Path]) -> None:
@@ -266,6 +469,8 @@ def write_tensorboard(report: Report, markdown: str, folder: Path, charts: list[
     from torch.utils.tensorboard import SummaryWriter
     from torch.utils.tensorboard.summary import hparams
 
+    if folder.is_symlink():
+        folder.unlink()  # a planted link: removed, never followed
     shutil.rmtree(folder, ignore_errors=True)  # regenerated from the run dirs each time
     with SummaryWriter(str(folder)) as writer:
         writer.add_text("report", markdown)
@@ -278,7 +483,7 @@ def write_tensorboard(report: Report, markdown: str, folder: Path, charts: list[
             continue
         with SummaryWriter(str(folder / f"{i}_{row.label}".replace("/", "-"))) as writer:
             params = {**row.values, **row.tuned, "variant": row.label, "seeds_finished": len(row.finished)}
-            for summary in hparams(params, metrics):
-                writer.file_writer.add_summary(summary)
+            for summary_ in hparams(params, metrics):
+                writer.file_writer.add_summary(summary_)
             for tag, value in metrics.items():
                 writer.add_scalar(tag, value, 0)

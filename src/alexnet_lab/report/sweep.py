@@ -5,13 +5,21 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from alexnet_lab import conf
 
 MILESTONE = "milestone/epochs"
+log = logging.getLogger(__name__)
+# what reading a file that alexnet-train did not write can raise
+BAD_FILE = (OSError, ValueError, TypeError, AttributeError, KeyError, yaml.YAMLError, OmegaConfBaseException)
 
 
 @dataclass
@@ -28,6 +36,10 @@ class Job:
     seed: int | str | None = None
     config: dict[str, Any] = field(default_factory=dict)
     max_epochs: int | None = None  # the epoch cap the run trained under (a resumed run may have changed it)
+    experiment: str | None = None  # the experiment config it ran (Hydra's choice)
+    test_images: int | None = None  # images in the test split it was tested on
+    val_split: str | None = None  # what its val/* metrics were measured on (metrics.json's data.val_split)
+    milestone_resolution: float = 0.0  # epochs within which its milestone crossing is known (one batch, or window)
 
     def curve(self, metric: str) -> list[float]:
         """``metric`` per epoch from the job's TensorBoard events (empty if it logged none)."""
@@ -52,43 +64,132 @@ class Job:
         return float(self.epochs or 0), False
 
 
+_REFERENCE = re.compile(r"\$\{([\w.]+)\}")  # ${a.b.c}: another key of the same config, no resolver
+
+
 def _load_config(path: Path) -> dict[str, Any]:
-    """A job's composed config as saved (unresolved: Hydra's resolvers are not there), with its ``ablation`` block
-    and ``budget`` resolved (they refer to other keys of the same config, such as the milestone's callback)."""
-    cfg = OmegaConf.load(path)
-    config = OmegaConf.to_container(cfg, resolve=False)
+    """A job's composed config as saved, unresolved, except that in its ``ablation`` block and ``budget`` a value
+    that is exactly a reference to another key of the same config (``${callbacks.milestone_stop.below}``) takes that
+    key's plain value. Nothing else is resolved: a resolver in a file from elsewhere (``${oc.env:HOME}``) stays text."""
+    config = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+
+    def plain(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: plain(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [plain(v) for v in node]
+        if isinstance(node, str) and (ref := _REFERENCE.fullmatch(node)):
+            target: Any = config
+            for part in ref.group(1).split("."):
+                target = target.get(part) if isinstance(target, dict) else None
+            return (
+                target if isinstance(target, (str, int, float, bool)) and not _REFERENCE.search(str(target)) else node
+            )
+        return node
+
     for key in ("ablation", "budget"):
-        if cfg.get(key) is not None:
-            config[key] = OmegaConf.to_container(cfg[key], resolve=True) if OmegaConf.is_config(cfg[key]) else cfg[key]
+        if config.get(key) is not None:
+            config[key] = plain(config[key])
     return config
 
 
-def load_jobs(sweep: Path) -> list[Job]:
-    """Every job dir under ``sweep`` (those with a ``.hydra/overrides.yaml``), in job-number order."""
-    jobs = []
-    for overrides_file in sweep.glob("*/.hydra/overrides.yaml"):
-        path = overrides_file.parents[1]
-        overrides = {}
-        for item in OmegaConf.load(overrides_file):
+def _experiment(job: Path) -> str | None:
+    """The experiment config a job ran, as Hydra recorded its choice (``.hydra/hydra.yaml``)."""
+    path = job / ".hydra" / "hydra.yaml"
+    if not path.is_file():
+        return None
+    choice = OmegaConf.select(OmegaConf.load(path), "hydra.runtime.choices.experiment", default=None)
+    return choice if isinstance(choice, str) and re.fullmatch(r"[\w-]+", choice) else None
+
+
+CURRENT = ("claims", "references", "schedules")  # what the project's own experiment config says of the literature
+
+
+def project_ablation(experiment: str) -> dict[str, Any]:
+    """The claims, published references and schedules the project's own experiment config states today (empty if it
+    has no such experiment): a sweep is judged against the literature as the project now reads it, whatever
+    wording its jobs stored."""
+    path = Path(conf.__file__).parent / "experiment" / f"{experiment}.yaml"
+    if not path.is_file():
+        return {}
+    block = OmegaConf.select(OmegaConf.load(path), "ablation", default=None)
+    if not OmegaConf.is_dict(block):
+        return {}
+    return {k: OmegaConf.to_container(block[k]) for k in CURRENT if k in block}
+
+
+def _milestone_resolution(record: dict[str, Any], config: dict[str, Any]) -> float:
+    """Epochs within which a run's milestone crossing is known: one batch (recorded since the milestone is read per
+    batch), else, for runs made when it was checked once per window, that window in epochs."""
+    final = record.get("final", {})
+    if "milestone/resolution" in final:
+        return float(final["milestone/resolution"])
+    window = (config.get("callbacks") or {}).get("milestone_stop", {}).get("window_images")
+    batch = (config.get("data") or {}).get("batch_size")
+    steps, epochs = record.get("steps"), record.get("epochs")
+    if all(isinstance(v, (int, float)) and v > 0 for v in (window, batch, steps, epochs)):
+        return float(window) / (float(batch) * steps / epochs)
+    return 0.0
+
+
+def _read_job(path: Path) -> Job:
+    """One job dir as far as it can be read; a file that is not what alexnet-train writes makes the job
+    ``unreadable`` (its row says which file), never the whole report fail."""
+    overrides: dict[str, str] = {}
+    try:
+        items = OmegaConf.load(path / ".hydra" / "overrides.yaml")
+        if not OmegaConf.is_list(items):
+            raise TypeError("not a list of overrides")
+        for item in items:
             key, _, value = str(item).partition("=")
             overrides[key.lstrip("+~")] = value
+    except BAD_FILE as err:
+        return Job(path, overrides, "unreadable", error=f".hydra/overrides.yaml: {type(err).__name__}: {err}")
+    try:
         config_file = path / ".hydra" / "config.yaml"
-        config = _load_config(config_file) if config_file.exists() else {}
-        record = json.loads((path / "metrics.json").read_text()) if (path / "metrics.json").exists() else {}
-        jobs.append(
-            Job(
-                path=path,
-                overrides=overrides,
-                status=record.get("status", "pending"),
-                error=record.get("error"),
-                final=record.get("final", {}),
-                epochs=record.get("epochs"),
-                seconds=record.get("seconds"),
-                seed=record.get("seed", overrides.get("seed")),
-                config=config,
-                max_epochs=(record.get("config") or {}).get("trainer", {}).get("max_epochs"),
-            )
+        config = _load_config(config_file) if config_file.is_file() else {}
+        experiment = _experiment(path)
+    except BAD_FILE as err:
+        return Job(path, overrides, "unreadable", error=f".hydra/config.yaml: {type(err).__name__}: {err}")
+    try:
+        record = json.loads((path / "metrics.json").read_text()) if (path / "metrics.json").is_file() else {}
+        if not isinstance(record, dict):
+            raise TypeError(f"a JSON {type(record).__name__}, not an object")
+        final = record.get("final", {})
+        if not isinstance(final, dict) or not all(isinstance(v, (int, float)) for v in final.values()):
+            raise TypeError("its final metrics are not numbers")
+        data = record.get("data") if isinstance(record.get("data"), dict) else {}
+        return Job(
+            path=path,
+            overrides=overrides,
+            status=str(record.get("status", "pending")),
+            error=record.get("error"),
+            final=final,
+            epochs=record.get("epochs"),
+            seconds=record.get("seconds"),
+            seed=record.get("seed", overrides.get("seed")),
+            config=config,
+            max_epochs=(record.get("config") or {}).get("trainer", {}).get("max_epochs"),
+            experiment=experiment,
+            test_images=data.get("test_images") if isinstance(data.get("test_images"), int) else None,
+            val_split=str(data["val_split"]) if data.get("val_split") else None,
+            milestone_resolution=_milestone_resolution(record, config),
         )
+    except BAD_FILE as err:
+        return Job(path, overrides, "unreadable", error=f"metrics.json: {type(err).__name__}: {err}", config=config)
+
+
+def load_jobs(sweep: Path) -> list[Job]:
+    """Every job dir of ``sweep`` (a folder with a ``.hydra/overrides.yaml``), in job-number order. A job dir, or its
+    ``.hydra``, that is a link (it could lead outside the sweep) is skipped and logged, never read."""
+    jobs = []
+    root = sweep.resolve()
+    for overrides_file in sorted(sweep.glob("*/.hydra/overrides.yaml")):
+        path = overrides_file.parents[1]
+        if path.is_symlink() or (path / ".hydra").is_symlink() or root not in path.resolve().parents:
+            log.warning("skipped %s: a link, which could lead outside the sweep", path)
+            continue
+        jobs.append(_read_job(path))
 
     def number(job: Job) -> int:
         head = job.path.name.split("_", 1)[0]
@@ -103,11 +204,16 @@ def variant_keys(sweep: Path, jobs: list[Job]) -> list[str]:
     keys: list[str] = []
     if (multirun := sweep / "multirun.yaml").exists():
         from hydra.core.override_parser.overrides_parser import OverridesParser
+        from hydra.errors import HydraException
 
-        hydra_cfg = OmegaConf.load(multirun).hydra
-        keys += list(OmegaConf.select(hydra_cfg, "sweeper.params") or {})
-        parsed = OverridesParser.create().parse_overrides(list(hydra_cfg.overrides.task))
-        keys += [o.key_or_group for o in parsed if o.is_sweep_override() and o.key_or_group not in keys]
+        try:
+            hydra_cfg = OmegaConf.load(multirun).hydra
+            keys += [str(k) for k in OmegaConf.select(hydra_cfg, "sweeper.params") or {}]
+            parsed = OverridesParser.create().parse_overrides([str(o) for o in hydra_cfg.overrides.task])
+            keys += [o.key_or_group for o in parsed if o.is_sweep_override() and o.key_or_group not in keys]
+        except (*BAD_FILE, HydraException) as err:
+            log.warning("%s is unreadable (%s); the variants are inferred from the jobs' overrides", multirun, err)
+            keys = []
     if not keys:
         for job in jobs:
             keys += [k for k in job.overrides if k not in keys and len({j.overrides.get(k) for j in jobs}) > 1]

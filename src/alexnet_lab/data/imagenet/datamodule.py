@@ -420,6 +420,7 @@ class ImageNetDataModule(L.LightningDataModule):
             "val_split": validation,
             "test_split": evaluated,
             "train_images": len(samples["train"]),
+            "test_images": len(samples["val"]),
             "classes": [[c, names.get(c, c)] for c in self.classes],
             "skipped_images": sorted(self.skipped),
         }
