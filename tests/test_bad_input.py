@@ -26,7 +26,7 @@ def leftovers(logs: Path) -> list[Path]:
             2,
             "error: trainer.max_epochs='abc' is not an integer; give e.g. trainer.max_epochs=30",
         ),
-        ("seed=x", 2, "error: seed='x' is not an integer; give e.g. seed=0, or leave it out"),
+        ("seed=x", 2, "error: seed='x' is not an integer in 0..4294967295; give e.g. seed=0, or leave it out"),
         (
             "compile=foo",
             2,

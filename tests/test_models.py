@@ -144,6 +144,27 @@ def test_cuda_convnet_18pct_is_its_config_layer_for_layer() -> None:
     )
 
 
+def test_the_pooling_contrast_changes_only_the_pools() -> None:
+    """pooling_ablation's pair: 3x3 stride-2 pools against 2x2 stride-2 pools in the 18pct net, with the same maps
+    (16/8/4, cuda-convnet's rounding up), the same parameters, and an LRN that is still there."""
+    over, plain = CudaConvnet18pct(), CudaConvnet18pct(pool="non_overlapping")
+    x = torch.randn(2, 3, 32, 32)
+    for a, b in zip(over.features, plain.features):
+        x_a, x_b = a(x), b(x)
+        assert x_a.shape == x_b.shape
+        x = x_a
+    sizes = [(m.kernel_size, m.stride) for m in plain.features if "Pool" in type(m).__name__]
+    assert sizes == [(2, 2)] * 3 and [m.kernel_size for m in over.features if "Pool" in type(m).__name__] == [3] * 3
+    assert n_params(over) == n_params(plain) == 89_578
+    assert [type(m).__name__ for m in plain.features] == [type(m).__name__ for m in over.features]
+    differs = [
+        n
+        for (n, a), (_, b) in zip(over.features.named_children(), plain.features.named_children())
+        if repr(a) != repr(b)
+    ]
+    assert differs == ["pool1", "pool2", "pool3"]
+
+
 def test_cuda_convnet_initialisation_and_per_layer_groups() -> None:
     torch.manual_seed(0)
     net = CudaConvnet18pct()

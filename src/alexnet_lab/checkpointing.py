@@ -12,6 +12,8 @@ import errno
 import logging
 import os
 import pickle
+import re
+import resource
 import signal
 from pathlib import Path
 from typing import Any
@@ -48,8 +50,44 @@ def safe_load(path: Path) -> dict[str, Any]:
         raise UnsafeCheckpoint(found.split("WeightsUnpickler error: ")[-1].strip().rstrip(".")) from err
 
 
+def newest_checkpoint(folder: Path) -> Path | None:
+    """The checkpoint in ``folder`` holding the latest training state: the highest (epoch, step) stored in it, a
+    ``last*.ckpt`` before another file of the same step; None if there is none. Names alone can mislead (a run dir
+    copied elsewhere gets ``last-v1.ckpt`` beside a stale ``last.ckpt``). Each is read memory-mapped, weights only;
+    one that does not load that way is passed over (and refused if it is given by name)."""
+    found: list[tuple[int, int, bool, Path]] = []
+    for path in sorted(folder.glob("*.ckpt")) if folder.is_dir() else []:
+        if path.is_symlink():
+            continue
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            found.append(
+                (int(state.get("epoch", -1)), int(state.get("global_step", -1)), path.name.startswith("last"), path)
+            )
+        except (pickle.UnpicklingError, RuntimeError, OSError, ValueError, TypeError, AttributeError) as err:
+            log.warning("passed over %s: it does not load as a checkpoint of weights and plain values (%s)", path, err)
+    return max(found)[3] if found else None
+
+
 class CheckpointWriteError(OSError):
     """A checkpoint could not be written; the previous file at that path is untouched."""
+
+
+# what torch's zip writer raises when the file cannot take more bytes (a full disk, a file-size limit): a
+# RuntimeError, not the OSError beneath it
+_WRITER_FAILED = re.compile(r"PytorchStreamWriter failed|file write failed|unexpected pos")
+
+
+def _full(path: Path) -> int | None:
+    """ENOSPC when the folder's disk has (almost) no room left, EFBIG when this process may not grow files, else None."""
+    try:
+        stats = os.statvfs(path.parent)
+        if stats.f_bavail * stats.f_frsize < 16 * 2**20:
+            return errno.ENOSPC
+    except OSError:
+        return None
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    return errno.EFBIG if limit != resource.RLIM_INFINITY else None
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
@@ -60,12 +98,16 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
     """
     try:
         atomic_write(path, lambda f: torch.save(obj, f))
-    except OSError as err:
-        hint = "free some space" if err.errno == errno.ENOSPC else "check the folder's permissions"
+    except (OSError, RuntimeError) as err:
+        if isinstance(err, RuntimeError) and not _WRITER_FAILED.search(str(err)):
+            raise
+        code = err.errno if isinstance(err, OSError) else _full(path)
+        why = err.strerror if isinstance(err, OSError) and err.strerror else os.strerror(code) if code else str(err)
+        hint = "free some space" if code in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT) else "check the folder"
         error = CheckpointWriteError(
-            f"could not write checkpoint {path} ({err.strerror or err}); {hint}, earlier checkpoints are untouched"
+            f"could not write checkpoint {path} ({why.splitlines()[0]}); {hint}, earlier checkpoints are untouched"
         )
-        error.errno = err.errno
+        error.errno = code
         raise error from err
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
@@ -90,6 +132,16 @@ class BestAndLastCheckpoint(ModelCheckpoint):
     checkpoint, so after the best epoch it stops moving: a resume would repeat every later epoch and a "last"
     test would score stale weights. Here, every epoch that saved no top-k checkpoint saves last.ckpt anyway.
     """
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        # what killed saves of earlier processes left (atomic writes name their temporary file by pid); the run dir is
+        # this process's alone (alexnet-train holds its lock)
+        if trainer.is_global_zero and self.dirpath and Path(self.dirpath).is_dir():
+            for stale in Path(self.dirpath).glob(".*.tmp"):
+                if stale.is_file() and not stale.name.endswith(f".{os.getpid()}.tmp"):
+                    stale.unlink()
+                    log.info("removed %s, left by a save that was killed", stale)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_epoch_end(trainer, pl_module)

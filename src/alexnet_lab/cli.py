@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
 import hashlib
 import json
@@ -15,7 +17,7 @@ import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +29,11 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from alexnet_lab.checkpointing import CheckpointWriteError, UnsafeCheckpoint, safe_load
+from alexnet_lab.checkpointing import CheckpointWriteError, UnsafeCheckpoint, newest_checkpoint, safe_load
 from alexnet_lab.data import DataError
 from alexnet_lab.files import atomic_write
 from alexnet_lab.module import TrainingDiverged
+from alexnet_lab.trust import Refused, check_config, check_overrides
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +42,33 @@ class ConfigError(ValueError):
     """A configuration that cannot work; the message names the key and the fix."""
 
 
-USER_ERRORS = (ConfigError, DataError, TrainingDiverged, CheckpointWriteError)
+class JobBusy(ConfigError):
+    """Another process is running this job dir (a second multirun into the same sweep dir, a second resume)."""
+
+
+USER_ERRORS = (ConfigError, DataError, TrainingDiverged, CheckpointWriteError, Refused)
+
+
+@contextlib.contextmanager
+def run_dir_lock(run_dir: Path) -> Iterator[None]:
+    """Hold ``run_dir/.lock`` (an fcntl lock, released when the process ends, however it ends) while a job runs in
+    a dir that another process may also start: a second one is refused with :class:`JobBusy` and touches nothing.
+    Under SLURM every task runs the entry point; only the first takes the lock."""
+    if int(os.environ.get("SLURM_PROCID", os.environ.get("RANK", "0")) or 0) != 0:
+        yield
+        return
+    fd = os.open(run_dir / ".lock", os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise JobBusy(f"{run_dir} is being run by another process (pid {holder}); it is left to that one") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield
+    finally:
+        os.close(fd)
 
 
 # ----------------------------------------------------------------------------- run ids and run dirs
@@ -224,11 +253,14 @@ def _named(cfg: DictConfig, key: str, err: BaseException) -> ConfigError:
     its keys set on the command line, else the node."""
     cause = _root_cause(err)
     message = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+    if message.startswith(f"{key}."):  # our own message, which names its key already
+        return ConfigError(message)
     node = OmegaConf.select(cfg, key)
     culprit = key if isinstance(node, (DictConfig, ListConfig)) or node is None else f"{key}={node}"  # a scalar: itself
     if isinstance(node, DictConfig):
         for name, value in node.items():
-            if not isinstance(value, (DictConfig, ListConfig)) and value is not None and str(value) in message:
+            quoted = rf"(?<![\w.]){re.escape(str(value))}(?![\w.])"  # the value as a word, not inside a number
+            if not isinstance(value, (DictConfig, ListConfig)) and value is not None and re.search(quoted, message):
                 culprit = f"{key}.{name}={value}"
                 break
     if culprit == key and HydraConfig.initialized():  # else the values of this node set on the command line
@@ -262,11 +294,8 @@ def check_node(cfg: DictConfig, key: str, use: Callable[[], Any]) -> Any:
 def resume_config(cfg: DictConfig, run_dir: Path) -> tuple[DictConfig, Path]:
     """For ``ckpt_path=last``: the resumed run's config (its original overrides, then today's) and newest checkpoint."""
     original = run_dir / ".hydra" / "overrides.yaml"
-    # last.ckpt is the newest epoch (or the SIGTERM save); else the newest file
-    checkpoints = sorted(
-        (run_dir / "checkpoints").glob("*.ckpt"), key=lambda p: (p.name == "last.ckpt", p.stat().st_mtime)
-    )
-    if not original.is_file() or not checkpoints:
+    newest = newest_checkpoint(run_dir / "checkpoints")  # by the epoch and step each holds, not by name
+    if not original.is_file() or newest is None:
         what = f"run dir {cfg.run_dir}" if cfg.run_dir else f"a run named {cfg.name!r}" if cfg.name else "any run"
         raise ConfigError(
             f"ckpt_path=last found no checkpoint of {what} under {run_dir.parent}; "
@@ -278,11 +307,29 @@ def resume_config(cfg: DictConfig, run_dir: Path) -> tuple[DictConfig, Path]:
         return override.split("=", 1)[0].lstrip("+~")
 
     today = [o for o in hc.overrides.task if key(o) not in ("ckpt_path", "run_dir")]
-    before = [o for o in OmegaConf.load(original) if key(o) not in {key(t) for t in today} | {"ckpt_path", "run_dir"}]
+    restored = [o for o in today if key(o).split(".")[0] in ("optimizer", "scheduler")]
+    if restored:
+        raise ConfigError(
+            f"{restored[0]}: a resumed run restores its optimizer and schedule from the checkpoint, so this would be "
+            "ignored; resume without it (or start a new run)"
+        )
+    stored = OmegaConf.load(original)
+    if not OmegaConf.is_list(stored):
+        raise ConfigError(f"{original} is not a list of overrides; it was not written by alexnet-train")
+    # as written (iterating the ListConfig would resolve interpolations), and only what the project's configs offer
+    stored = check_overrides(OmegaConf.to_container(stored, resolve=False), str(original))
+    before = [o for o in stored if key(o) not in {key(t) for t in today} | {"ckpt_path", "run_dir"}]
     resumed = compose(config_name=hc.job.config_name, overrides=[*before, *today])
+    check_config(OmegaConf.to_container(resumed, resolve=False), f"the config resumed from {run_dir}", values=False)
     if "seed" not in {key(o) for o in today} and (record := run_dir / "metrics.json").is_file():
-        resumed.seed = json.loads(record.read_text()).get("seed", resumed.seed)  # the seed drawn at the start
-    return resumed, checkpoints[-1]
+        try:  # the seed drawn at the start
+            seed = json.loads(record.read_text()).get("seed", resumed.seed)
+        except (ValueError, AttributeError) as err:
+            raise ConfigError(f"{record} is unreadable ({err}); give seed=<the run's seed> to resume it") from err
+        if seed is not None and not valid_seed(seed):
+            raise ConfigError(f"{record} holds seed={seed!r}, not one in 0..{MAX_SEED}; give seed=<the run's seed>")
+        resumed.seed = seed
+    return resumed, newest
 
 
 # Keys that say where a run lives, what it shows or how the report reads it, not what it computes: a sweep
@@ -299,6 +346,13 @@ def fingerprinted(cfg: DictConfig) -> dict[str, Any]:
     for section, key in (("data", "path"), ("data", "cache_dir"), ("trainer", "default_root_dir")):
         (tree.get(section) or {}).pop(key, None)
     return json.loads(json.dumps(tree, sort_keys=True, default=str))
+
+
+MAX_SEED = 2**32 - 1  # what torch, NumPy and Lightning's seed_everything accept
+
+
+def valid_seed(seed: object) -> bool:
+    return isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed <= MAX_SEED
 
 
 def config_fingerprint(cfg: DictConfig) -> str:
@@ -332,8 +386,17 @@ def previous_attempt(cfg: DictConfig, run_dir: Path) -> tuple[dict | None, Path 
     path = run_dir / "metrics.json"
     if not path.is_file():
         return None, None
-    record = json.loads(path.read_text())
-    if cfg.seed is None and isinstance(record.get("seed"), int):
+    try:
+        record = json.loads(path.read_text())
+        if not isinstance(record, dict):
+            raise TypeError(f"a JSON {type(record).__name__}")
+    except (ValueError, TypeError, UnicodeDecodeError) as err:  # no result to keep: set aside, run again
+        aside = path.with_name(f"metrics.unreadable-{run_id()}.json")
+        path.rename(aside)
+        log.warning("%s was unreadable (%s): kept as %s, the job runs again from the start", path, err, aside.name)
+        _clear_attempt(run_dir)
+        return None, None
+    if cfg.seed is None and isinstance(record.get("seed"), int) and valid_seed(record["seed"]):
         cfg.seed = record["seed"]
     if record.get("status") == "failed":  # no result to keep: run it again from the start, whatever its config
         _clear_attempt(run_dir)
@@ -356,7 +419,10 @@ def _clear_attempt(run_dir: Path) -> None:
     """Remove an attempt that left no result (failed, or stopped before its first checkpoint): its checkpoints and
     TensorBoard events, so the new attempt's curves start clean."""
     for stale in [run_dir / "checkpoints", *run_dir.glob("events.out.tfevents.*")]:
-        shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale)
+        elif stale.exists() or stale.is_symlink():  # a failed attempt may have left no checkpoints/ at all
+            stale.unlink()
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -373,8 +439,9 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     except Exception as err:
         raise ConfigError(f"checkpoint {path} is unreadable ({type(err).__name__}); pick another file") from err
     trained = ckpt.get("hyper_parameters", {}).get("run_config")
-    if trained is None:
+    if not isinstance(trained, dict) or not isinstance(trained.get("model"), dict):
         raise ConfigError(f"checkpoint {path} was not written by alexnet-train (no run_config); pick one that was")
+    check_config(trained, f"checkpoint {path}")  # its config is data: only what the project's configs offer
     return ckpt
 
 
@@ -450,6 +517,12 @@ def run_guarded(task: Callable[[DictConfig, Path], dict], cfg: DictConfig) -> di
     multirun = hc.mode == RunMode.MULTIRUN
     try:
         return task(cfg, run_dir)
+    except JobBusy as err:  # the job belongs to another process: its dir and record are left as they are
+        if multirun:
+            log.warning("job skipped: %s", err)
+            return None
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
     except Exception as err:
         user_error = isinstance(err, USER_ERRORS)
         cause = _root_cause(err)  # not Hydra's "Error in call to target ..." wrapper line

@@ -209,6 +209,15 @@ class Classifier(L.LightningModule):
             states["numpy"] = (name, keys.astype(np.uint32), *rest)
             _set_rng_states(states)
 
+    def on_validation_epoch_start(self) -> None:
+        # validation inside an epoch (trainer.val_check_interval) ends in a checkpoint: NaN weights never get there
+        if (
+            self.trainer.state.fn == "fit"
+            and not self.trainer.sanity_checking
+            and self.train_metrics["loss"].update_called
+        ):
+            self._check_finite()
+
     def on_validation_epoch_end(self) -> None:
         values = self._log_epoch("val", ("loss", "top1_err", "top5_err"))
         if not self.trainer.sanity_checking:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import random
@@ -127,6 +128,12 @@ def config_summary(cfg: DictConfig) -> dict[str, Any]:
 
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     cli.check_override_types(cfg)
+    shared = cfg.ckpt_path == "last" or HydraConfig.get().mode == RunMode.MULTIRUN  # a dir another process may start
+    with cli.run_dir_lock(run_dir) if shared else contextlib.nullcontext():
+        return fit_and_test(cfg, run_dir)
+
+
+def fit_and_test(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     resume_from = None
     if cfg.ckpt_path == "last":  # continue a run in its own dir, with its own config
         cfg, resume_from = cli.resume_config(cfg, run_dir)
@@ -137,8 +144,10 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         if kept is not None:
             log.info("this job finished earlier with the same config: kept as it is (%s)", run_dir / "metrics.json")
             return kept
-    if cfg.seed is not None and (isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int)):
-        raise cli.ConfigError(f"seed={cfg.seed!r} is not an integer; give e.g. seed=0, or leave it out")
+    if cfg.seed is not None and not cli.valid_seed(cfg.seed):
+        raise cli.ConfigError(
+            f"seed={cfg.seed!r} is not an integer in 0..{cli.MAX_SEED}; give e.g. seed=0, or leave it out"
+        )
     seed = cfg.seed if cfg.seed is not None else random.SystemRandom().randrange(2**31)
     cfg.seed = seed  # the seed actually used, also when none was given
     L.seed_everything(seed, workers=True)

@@ -14,15 +14,18 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from alexnet_lab.batches import Batch
 from alexnet_lab.data.common import (
     IMAGE_SUFFIXES,
     PROTOCOLS,
+    UNREADABLE,
     DataError,
     atomic_save,
+    bomb_guarded,
     check_protocols,
+    check_std,
     fit_progress,
     global_batch,
     source_key,
@@ -108,12 +111,12 @@ def _decode_batches(files: dict[str, bytes], where: str) -> dict:
 
 def _decode_image(data: bytes, name: str) -> torch.Tensor:
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with bomb_guarded(), Image.open(io.BytesIO(data)) as img:
+            if img.size != (32, 32):  # from the header, before any pixel is decoded
+                raise DataError(f"image {name} is {img.width}x{img.height}, CIFAR-10 images are 32x32; fix the source")
             rgb = np.asarray(img.convert("RGB"))
-    except (UnidentifiedImageError, OSError, ValueError) as err:
+    except UNREADABLE as err:
         raise DataError(f"cannot decode image {name} ({err}); delete or replace the file") from err
-    if rgb.shape[:2] != (32, 32):
-        raise DataError(f"image {name} is {rgb.shape[1]}x{rgb.shape[0]}, CIFAR-10 images are 32x32; fix the source")
     return torch.from_numpy(rgb.copy()).permute(2, 0, 1)
 
 
@@ -173,6 +176,16 @@ def _read_tree_folder(root: Path) -> dict:
 
 
 _TREE_MEMBER = re.compile(r"(?:^|/)(train|test)/([^/]+)/([^/]+)$")
+MAX_MEMBER_BYTES = 64 * 2**20  # an official batch file is 31 MB, an image a few KB: a larger member is not CIFAR-10
+
+
+def _member_bytes(tar: tarfile.TarFile, member: tarfile.TarInfo, path: Path) -> bytes:
+    """A member's bytes, refused before reading when its header claims more than any CIFAR-10 file holds (a
+    small .tar.gz can hold a member that inflates to gigabytes)."""
+    if member.size > MAX_MEMBER_BYTES:
+        raise DataError(f"archive {path}: member {member.name} claims {member.size:,} bytes, more than any CIFAR-10 "
+                        f"file ({MAX_MEMBER_BYTES // 2**20} MB); it was not read: use the official archive")  # fmt: skip
+    return tar.extractfile(member).read(MAX_MEMBER_BYTES + 1)
 
 
 def _read_archive(path: Path) -> dict:
@@ -186,9 +199,9 @@ def _read_archive(path: Path) -> dict:
                     continue
                 parts = member.name.split("/")
                 if len(parts) >= 2 and parts[-2] == BATCHES_DIR and parts[-1] in BATCH_FILES:
-                    batches[parts[-1]] = tar.extractfile(member).read()
+                    batches[parts[-1]] = _member_bytes(tar, member, path)
                 elif (m := _TREE_MEMBER.search(member.name)) and Path(m[3]).suffix.lower() in IMAGE_SUFFIXES:
-                    tree.append((m[1], m[2], m[3], tar.extractfile(member).read()))
+                    tree.append((m[1], m[2], m[3], _member_bytes(tar, member, path)))
     except (tarfile.TarError, OSError, EOFError) as err:
         raise DataError(f"corrupt or truncated archive {path} ({err}); download it again") from err
     if batches:
@@ -288,6 +301,7 @@ class CIFAR10DataModule(L.LightningDataModule):
             raise DataError(f"data.mean={mean!r}: use pixel, channel, three values or null")
         if (mean is None) != (std is None):
             raise DataError("data.mean and data.std go together: set both, or both to null (x / 255 only)")
+        check_std(std)
         self.mean, self.std = mean, std
         self.protocols = check_protocols(val_protocol, test_protocol)
         self.normalize = Normalize()

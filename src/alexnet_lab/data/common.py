@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image, UnidentifiedImageError
 
 from alexnet_lab.files import atomic_write
 
@@ -17,8 +21,31 @@ class DataError(RuntimeError):
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}  # image files in class folders (any case)
 
+# what PIL raises on a truncated, corrupt or foreign file, or on a header that claims more pixels than any photo
+# (its decompression-bomb guard: above Image.MAX_IMAGE_PIXELS, 89 M, it warns, above twice that it raises; inside
+# bomb_guarded() the warning is raised too, so such a file is refused before a pixel is decoded)
+UNREADABLE = (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError,
+              Image.DecompressionBombWarning)  # fmt: skip
+
+
+@contextlib.contextmanager
+def bomb_guarded() -> Iterator[None]:
+    """PIL's decompression-bomb warning raised as an error (one of UNREADABLE)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        yield
+
+
 # evaluation views: data.val_protocol / data.test_protocol, and how metrics.json names them
 PROTOCOLS = {"center": "centre crop", "ten_crop": "10-crop (4 corners + centre, each mirrored; softmax averaged)"}
+
+
+def check_std(std: float | list[float] | None) -> None:
+    """data.std divides the inputs: every value must be a positive number (or the whole null)."""
+    values = [std] if isinstance(std, (int, float)) else list(std or [])
+    if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < float("inf") for v in values):
+        raise DataError(f"data.std={std!r}: it divides the inputs, so each value must be a positive number; "
+                        "e.g. data.std=0.00392156862745098 keeps 0-255 pixel units")  # fmt: skip
 
 
 def check_protocols(val_protocol: str, test_protocol: str) -> dict[str, str]:

@@ -140,7 +140,7 @@ def _read_job(path: Path) -> Job:
         items = OmegaConf.load(path / ".hydra" / "overrides.yaml")
         if not OmegaConf.is_list(items):
             raise TypeError("not a list of overrides")
-        for item in items:
+        for item in OmegaConf.to_container(items, resolve=False):  # as written: never resolved
             key, _, value = str(item).partition("=")
             overrides[key.lstrip("+~")] = value
     except BAD_FILE as err:

@@ -19,6 +19,7 @@ from alexnet_lab.data.common import (
     DataError,
     atomic_save,
     check_protocols,
+    check_std,
     fit_progress,
     global_batch,
     source_key,
@@ -113,6 +114,7 @@ class ImageNetDataModule(L.LightningDataModule):
         self.prepare, self.resize, self.image_size, self.crop_size = prepare, resize, image_size, crop_size
         self.train_crop, self.hflip, self.pca_std = train_crop, hflip, pca_std
         self.pca = (torch.tensor(pca_eigval or [0.0] * 3), torch.tensor(pca_eigvec or [[0.0] * 3] * 3))
+        check_std(std)
         self.mean, self.std, self.mean_images = mean, std, mean_images
         self.protocols = check_protocols(val_protocol, test_protocol)
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size

@@ -5,13 +5,10 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from alexnet_lab.data.common import DataError
+from alexnet_lab.data.common import UNREADABLE, DataError, bomb_guarded
 from alexnet_lab.files import atomic_write
-
-# what PIL raises on a truncated, corrupt or foreign file
-UNREADABLE = (UnidentifiedImageError, OSError, ValueError, SyntaxError)
 
 
 def unreadable(path: str, err: Exception) -> DataError:
@@ -22,7 +19,7 @@ def load_rgb(path: str, shorter_side: int | None = None) -> Image.Image:
     """An image file as RGB (grayscale, CMYK, palette and PNG-in-.JPEG included), optionally rescaled so its
     shorter side is ``shorter_side``. A truncated or unreadable file raises :class:`DataError` naming it."""
     try:
-        with Image.open(path) as img:
+        with bomb_guarded(), Image.open(path) as img:
             if shorter_side is not None:
                 scale = shorter_side / min(img.size)
                 # JPEG: let libjpeg decode at 1/2, 1/4 or 1/8 scale when that still leaves enough pixels

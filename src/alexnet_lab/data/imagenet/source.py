@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -101,8 +102,10 @@ def unpack_archives(source: Path, target: Path, splits: Sequence[str]) -> None:
             if split == "train":
                 tv.parse_train_archive(str(target), folder=partial.name)
             else:
-                tv.parse_val_archive(str(target), wnids=tv.load_meta_file(str(target))[1], folder=partial.name)
+                tv.parse_val_archive(str(target), wnids=read_meta(target)[1], folder=partial.name)
             os.replace(partial, target / split)
+    except DataError:
+        raise
     except RuntimeError as err:  # torchvision's checksum check
         raise DataError(f"{err} ".split(". ")[0] + f" (checksum); download it again into {source}") from err
 
@@ -127,10 +130,26 @@ def write_class_names(source: Path, target: Path) -> None:
 
 def devkit_names(*folders: Path) -> dict[str, str]:
     """wnid -> human-readable name from the first of ``folders`` holding a devkit ``meta.bin`` (read only)."""
-    from torchvision.datasets import imagenet as tv
 
     folder = next((f for f in folders if (f / META_FILE).exists()), None)
     if folder is None:
         return {}
-    wnid_to_classes, _ = tv.load_meta_file(str(folder))
+    wnid_to_classes, _ = read_meta(folder)
     return {wnid: ", ".join(names) for wnid, names in wnid_to_classes.items()}
+
+
+def read_meta(folder: Path) -> tuple[dict[str, tuple[str, ...]], list[str]]:
+    """``folder/meta.bin`` as torchvision writes it from the devkit (wnid -> class names, the val split's wnids),
+    loaded weights-only; anything else is a one-line error naming the file."""
+    from torchvision.datasets import imagenet as tv
+
+    path = folder / META_FILE
+    try:
+        names, val_wnids = tv.load_meta_file(str(folder))
+        if not isinstance(names, dict) or not isinstance(val_wnids, list):
+            raise TypeError("not a (dict, list) pair")
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, TypeError, AttributeError, OSError) as err:
+        why = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise DataError(f"{path} is not the class list torchvision writes from the devkit ({why[:120]}); delete it "
+                        "to rebuild it from the devkit archive, or to run without class names") from err  # fmt: skip
+    return names, val_wnids

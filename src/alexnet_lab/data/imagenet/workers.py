@@ -13,8 +13,8 @@ from torchvision.io import read_file
 from torchvision.transforms import RandomResizedCrop
 from torchvision.transforms.v2.functional import pil_to_tensor, resized_crop
 
-from alexnet_lab.data.common import DataError
-from alexnet_lab.data.imagenet.decode import UNREADABLE, load_rgb, unreadable
+from alexnet_lab.data.common import UNREADABLE, DataError, bomb_guarded
+from alexnet_lab.data.imagenet.decode import load_rgb, unreadable
 from alexnet_lab.data.imagenet.source import Sample
 from alexnet_lab.data.loader import derived_seed
 from alexnet_lab.data.transforms import center_crop
@@ -140,7 +140,7 @@ class ImageFiles(Dataset):
         """torchvision's RandomResizedCrop box (scale 0.08-1, ratio 3/4-4/3) for this image, seeded per image and
         epoch; only the file's header is read."""
         try:
-            with Image.open(path) as img, torch.random.fork_rng(devices=[]):
+            with bomb_guarded(), Image.open(path) as img, torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed + 1)
                 return list(RandomResizedCrop.get_params(img, scale=[0.08, 1.0], ratio=[3 / 4, 4 / 3]))
         except UNREADABLE as err:
