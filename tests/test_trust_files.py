@@ -285,3 +285,13 @@ def test_nan_weights_are_never_checkpointed_by_a_mid_epoch_validation(trained: d
     for ckpt in (run / "checkpoints").glob("*.ckpt") if (run / "checkpoints").exists() else []:
         weights = torch.load(ckpt, weights_only=True)["state_dict"].values()
         assert all(torch.isfinite(w).all() for w in weights), ckpt.name  # saved before the loss went NaN
+
+
+def test_a_pasted_path_to_an_old_sweep_job_dir_works_unquoted(trained: dict) -> None:
+    """Job dirs of sweeps made before they were named to paste (``0_model=x,seed=1``): Hydra's grammar would split
+    the path at ``=`` and ``,``; the commands quote it for Hydra."""
+    old = trained["tmp"] / "multiruns" / "0_model.norm=rnorm,seed=1"
+    shutil.copytree(trained["run"], old)
+    proc = run_cli("alexnet-eval", f"ckpt_path={old}/checkpoints/last.ckpt", env=trained["env"], cwd=trained["tmp"])
+    (record,) = (trained["tmp"] / "logs" / "eval" / "runs").glob("*/metrics.json")
+    assert json.loads(record.read_text())["ckpt_path"] == f"{old}/checkpoints/last.ckpt", proc.stderr[-500:]

@@ -196,9 +196,21 @@ def prepare_command_line() -> None:
     share_run_id()
     register_resolvers()
     quiet_upstream()
+    sys.argv[1:] = [_quoted_path(a) for a in sys.argv[1:]]
     flags = [a for a in sys.argv[1:] if a in ("-m", "--multirun")]
     if flags:
         sys.argv[1:] = flags[:1] + [a for a in sys.argv[1:] if a not in ("-m", "--multirun")]
+
+
+_PATH_KEYS = re.compile(r"^(ckpt_path|run_dir|data\.path|data\.cache_dir|hydra\.sweep\.dir)=(.+)$")
+
+
+def _quoted_path(argument: str) -> str:
+    """A pasted path to a job dir of an older sweep (``0_model=x,seed=1``) as Hydra's grammar takes it: quoted."""
+    match = _PATH_KEYS.match(argument)
+    if not match or re.fullmatch(r"[\w./:~+@%-]*", match[2]) or match[2][0] in "'\"" or '"' in match[2]:
+        return argument
+    return f'{match[1]}="{match[2]}"'
 
 
 def check_override_types(cfg: DictConfig) -> None:
