@@ -543,7 +543,7 @@ def run_guarded(task: Callable[[DictConfig, Path], dict], cfg: DictConfig) -> di
             log.exception("job failed, the sweep goes on: %s", message)
             _record_failure(run_dir, message)
             return None
-        if user_error and all(p.name in {".hydra", f"{hc.job.name}.log"} for p in run_dir.iterdir()):
+        if user_error and all(p.name in {".hydra", ".lock", f"{hc.job.name}.log"} for p in run_dir.iterdir()):
             logging.shutdown()
             shutil.rmtree(run_dir, ignore_errors=True)  # nothing but the composed config was written
         else:
