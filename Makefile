@@ -31,8 +31,8 @@ lint: setup  ## ruff: the checks and the formatting (settings in pyproject.toml;
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-tensorboard: setup  ## every run under logs/
-	$(BIN)/tensorboard --logdir logs
+tensorboard: setup  ## the training runs (logs/train); evaluations: tensorboard --logdir logs/eval
+	$(BIN)/tensorboard --logdir logs/train
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -136,7 +136,7 @@ def test_last_ckpt_is_the_newest_epoch_even_when_it_is_not_the_best(lab: dict) -
     last = torch.load(folder / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     (best,) = [p for p in (folder / "checkpoints").glob("epoch*.ckpt")]
     assert last["epoch"] == 2 and last["global_step"] == result["steps"] == 3 * 20  # the third and final epoch
-    assert best.name.startswith("epoch000-")  # the "best" (worst) checkpoint is kept as before
+    assert best.name.startswith("epoch001-")  # the "best" (worst) checkpoint is kept as before: the first epoch
     assert result["test_ckpt"].endswith("last.ckpt")
     assert result["final"]["test/top1_err"] == pytest.approx(result["final"]["val/top1_err"], abs=1e-4)
 
@@ -158,7 +158,7 @@ def test_a_kill_after_an_epoch_that_was_not_the_best_resumes_from_that_epoch(lab
     proc.wait()
     saved = torch.load(last, map_location="cpu", weights_only=True)["epoch"]
     (best,) = (folder / "checkpoints").glob("epoch*.ckpt")
-    assert saved >= 1 and best.name.startswith("epoch000-")
+    assert saved >= 1 and best.name.startswith("epoch001-")
     run_cli("alexnet-train", "ckpt_path=last", "name=notbest", env=lab["env"], cwd=lab["tmp"])
     resumed = record(lab["tmp"], "notbest")
     assert resumed["status"] == "finished" and resumed["resumed_from"] == str(last)

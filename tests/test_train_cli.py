@@ -75,14 +75,17 @@ def test_loss_decreases_and_tensorboard_has_every_tag(trained: dict) -> None:
     scalars = set(acc.Tags()["scalars"])
     assert scalars >= {
         "train/loss", "train/top1_err", "val/loss", "val/top1_err", "val/top5_err", "val/top1_err_best",
-        "test/loss", "test/top1_err", "test/top5_err", "lr-Adam/conv1.weight", "lr-Adam/conv1.bias",
+        "test/loss", "test/top1_err", "test/top5_err", "train/lr",
         "lrn/rnorm1/divisor_median", "lrn/rnorm1/divisor_p99", "lrn/rnorm2/divisor_p99",
     }  # fmt: skip
+    assert "epoch" not in scalars and "step" not in scalars  # the x axis is the epoch, not a curve of its own
     train_loss = [e.value for e in acc.Scalars("train/loss")]
     assert len(train_loss) == 3 and train_loss[-1] < train_loss[0] * 0.8
-    # per-layer groups of the cuda-convnet net: weights at lr, biases at twice it (epsB = 2 epsW)
-    assert [e.value for e in acc.Scalars("lr-Adam/fc10.weight")] == pytest.approx([1e-3] * 3)
-    assert [e.value for e in acc.Scalars("lr-Adam/fc10.bias")] == pytest.approx([2e-3] * 3)
+    # every curve against epochs trained, whatever the batch size: 1, 2, 3; the test at the 3 epochs it trained
+    for tag in ("train/loss", "val/top1_err", "train/lr", "lrn/rnorm1/divisor_p99"):
+        assert [e.step for e in acc.Scalars(tag)] == [1, 2, 3], tag
+    assert [e.step for e in acc.Scalars("test/top1_err")] == [3]
+    assert [e.value for e in acc.Scalars("train/lr")] == pytest.approx([1e-3] * 3)  # a weight's rate (biases: 2x)
     divisors = [e.value for e in acc.Scalars("lrn/rnorm1/divisor_p99")]  # one point per epoch, never below k^beta = 1
     assert len(divisors) == 3 and min(divisors) >= 1.0
     best = [e.value for e in acc.Scalars("val/top1_err_best")]
@@ -99,8 +102,13 @@ def test_hparams_tab_lists_real_final_metrics(trained: dict) -> None:
     assert [m.name.tag for m in exp.metric_infos] == ["val/top1_err", "val/top5_err", "test/top1_err", "test/top5_err"]
     start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
     hp = start.hparams
-    assert hp["model.norm"].string_value == "rnorm" and hp["seed"].number_value == 0
-    assert hp["optimizer.lr"].number_value == pytest.approx(1e-3) and hp["data.batch_size"].number_value == 50
+    assert sorted(hp) == sorted(["run", "tags", "model", "norm", "pool", "activation", "dropout", "optimizer", "lr",
+                                 "batch_size", "seed", "budget", "max_epochs"])  # fmt: skip
+    assert hp["run"].string_value == trained["run_dir"].name  # readable, not the path TensorBoard cuts
+    assert (hp["model"].string_value, hp["norm"].string_value, hp["optimizer"].string_value) == (
+        "CudaConvnet18pct", "rnorm", "Adam")  # fmt: skip
+    assert hp["seed"].number_value == 0 and hp["lr"].number_value == pytest.approx(1e-3)
+    assert hp["batch_size"].number_value == 50 and hp["max_epochs"].number_value == 3
     # the values the tab shows are the last points of those scalar tags: the real final metrics
     record = json.loads((trained["run_dir"] / "metrics.json").read_text())
     for tag in ("val/top1_err", "test/top1_err", "test/top5_err"):

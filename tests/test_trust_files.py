@@ -130,7 +130,7 @@ def test_a_job_dir_another_process_holds_is_left_alone(trained: dict, tmp_path: 
 def test_the_newest_checkpoint_is_chosen_by_what_it_holds(tmp_path: Path) -> None:
     """A copied run dir: its last.ckpt is stale (epoch 0), last-v1.ckpt holds epoch 1; by name alone the stale one
     would win."""
-    for name, epoch, step in (("last.ckpt", 0, 10), ("last-v1.ckpt", 1, 20), ("epoch000-top1err50.00.ckpt", 0, 10)):
+    for name, epoch, step in (("last.ckpt", 0, 10), ("last-v1.ckpt", 1, 20), ("epoch001-top1err50.00.ckpt", 0, 10)):
         torch.save({"epoch": epoch, "global_step": step, "state_dict": {}}, tmp_path / name)
     assert newest_checkpoint(tmp_path) == tmp_path / "last-v1.ckpt"
     torch.save({"epoch": 1, "global_step": 20, "state_dict": {}}, tmp_path / "last.ckpt")

@@ -8,6 +8,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 from torch.utils.hooks import RemovableHandle
@@ -24,6 +25,15 @@ def conv1_filter_grid(net: nn.Module, nrow: int = 16) -> torch.Tensor:
     hi = w.amax(dim=(1, 2, 3), keepdim=True)
     w = (w - lo) / (hi - lo).clamp_min(1e-12)
     return make_grid(w, nrow=nrow, padding=1, pad_value=1.0)
+
+
+class ProgressBar(RichProgressBar):
+    """Lightning's rich progress bar, counting epochs from 1 as the console lines, checkpoint names and TensorBoard
+    do ("Epoch 1/3", not "Epoch 0/2"). Lightning 2.6 has no public hook for the description, hence the override."""
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        text = f"Epoch {current_epoch + 1}" + (f"/{self.trainer.max_epochs}" if self.trainer.max_epochs else "")
+        return f"{text:{len(self.validation_description)}}"
 
 
 class Conv1Filters(L.Callback):

@@ -143,6 +143,17 @@ class BestAndLastCheckpoint(ModelCheckpoint):
                     stale.unlink()
                     log.info("removed %s, left by a save that was killed", stale)
 
+    def format_checkpoint_name(self, metrics: dict[str, Any], filename: str | None = None, ver: int | None = None,
+                               prefix: str | None = None) -> str:  # fmt: skip
+        """``epoch001-...`` for the first epoch: files count epochs as the console line and TensorBoard do."""
+        if "epoch" in metrics:
+            metrics = {**metrics, "epoch": int(metrics["epoch"]) + 1}
+        return super().format_checkpoint_name(metrics, filename, ver, prefix)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.fast_dev_run:  # Lightning 2.6 saves last.ckpt here without asking (its other hooks do)
+            super().on_train_end(trainer, pl_module)
+
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_epoch_end(trainer, pl_module)
         if self._should_save_on_train_epoch_end(trainer):

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -346,7 +346,9 @@ def resume_config(cfg: DictConfig, run_dir: Path) -> tuple[DictConfig, Path]:
 
 # Keys that say where a run lives, what it shows or how the report reads it, not what it computes: a sweep
 # moved to another machine, watched with other callbacks or given a better-worded claim is still the same sweep.
-_NOT_FINGERPRINTED = ("paths", "callbacks", "logger", "ckpt_path", "run_dir", "name", "ablation", "optimized_metric")
+_NOT_FINGERPRINTED = (
+    "paths", "callbacks", "logger", "ckpt_path", "run_dir", "name", "tags", "ablation", "optimized_metric", "extras",
+)  # fmt: skip
 
 
 def fingerprinted(cfg: DictConfig) -> dict[str, Any]:
@@ -453,7 +455,8 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     trained = ckpt.get("hyper_parameters", {}).get("run_config")
     if not isinstance(trained, dict) or not isinstance(trained.get("model"), dict):
         raise ConfigError(f"checkpoint {path} was not written by alexnet-train (no run_config); pick one that was")
-    check_config(trained, f"checkpoint {path}")  # its config is data: only what the project's configs offer
+    # its config is data: what is built from it (the network and the data) only as the project's configs offer
+    check_config({k: trained[k] for k in ("model", "data") if k in trained}, f"checkpoint {path}")
     return ckpt
 
 
@@ -486,20 +489,6 @@ def git_info(path: Path) -> dict[str, Any]:
 
     commit = git("rev-parse", "HEAD")
     return {"commit": commit, "dirty": bool(git("status", "--porcelain", "--untracked-files=no")) if commit else None}
-
-
-def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"a": {"b": 1}} -> {"a.b": 1}; lists become strings (TensorBoard HPARAMS takes scalars only)."""
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            out.update(flatten(value, f"{name}."))
-        elif value is None or isinstance(value, (bool, int, float, str)):
-            out[name] = value if value is not None else "null"
-        else:
-            out[name] = str(value)
-    return out
 
 
 def write_json(path: Path, obj: Any) -> None:

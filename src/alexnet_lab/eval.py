@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from alexnet_lab import cli
 from alexnet_lab.module import Classifier
+from alexnet_lab.train import subset
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     trainer = instantiate(cfg.trainer, logger=[instantiate(c) for c in cfg.logger.values() if c] or False)
     start = time.perf_counter()
     datamodule = instantiate(data_cfg)
-    trainer.test(module, datamodule=datamodule)
+    trainer.test(module, datamodule=datamodule, verbose=False)
     record = {
         "status": "finished",
         "ckpt_path": str(ckpt_path),
@@ -51,6 +52,7 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "steps": ckpt.get("global_step"),
         "final": {k: float(v) for k, v in sorted(trainer.callback_metrics.items()) if k.startswith("test/")},
         "data": datamodule.describe(),  # the split tested and, for ImageNet, its evaluation views
+        "subset": subset(cfg.trainer),  # non-empty: only part of the split was tested (e.g. limit_test_batches)
         "config": {"model": OmegaConf.to_container(trained.model), "data": OmegaConf.to_container(data_cfg)},
     }
     cli.write_json(run_dir / "metrics.json", record)

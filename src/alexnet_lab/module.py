@@ -145,10 +145,16 @@ class Classifier(L.LightningModule):
         self._step("test", batch)
 
     def _log_epoch(self, stage: str, keys: tuple[str, ...]) -> dict[str, torch.Tensor]:
-        """Log the stage's ``keys`` (of loss, top1_err, top5_err) for the epoch and reset its metrics."""
+        """Log the stage's ``keys`` (of loss, top1_err, top5_err) for the epoch and reset its metrics.
+
+        Curves are drawn against epochs: a metric named ``step`` is what Lightning takes for the x axis (and it then
+        adds no ``epoch`` scalar), so runs with other batch sizes line up. Training and validation of epoch e are
+        plotted at e + 1 (epochs trained), testing at the epochs the tested weights trained."""
         values = as_errors(self._metrics(stage).compute(), stage)
         self._metrics(stage).reset()
         self.log_dict({f"{stage}/{k}": values[f"{stage}/{k}"] for k in keys})  # compute() reduced across ranks
+        trained = self.current_epoch + (0 if stage == "test" else 1)
+        self.log("step", float(trained), sync_dist=False)
         return values
 
     def _check_finite(self) -> None:
@@ -170,6 +176,8 @@ class Classifier(L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         self._check_finite()
+        if self.trainer.optimizers:  # the rate this epoch trained at (for per-layer groups: the first, a weight's)
+            self.log("train/lr", float(self.trainer.optimizers[0].param_groups[0]["lr"]))
         train = self._log_epoch("train", ("loss", "top1_err"))
         self._print_epoch(train)
         # not logged; callback_metrics is what travels back to the main process from spawned DDP workers
@@ -225,7 +233,10 @@ class Classifier(L.LightningModule):
             self.log("val/top1_err_best", self.val_top1_err_best.compute())
 
     def on_test_epoch_end(self) -> None:
-        self._log_epoch("test", ("loss", "top1_err", "top5_err"))
+        values = self._log_epoch("test", ("loss", "top1_err", "top5_err"))
+        if self.trainer.is_global_zero:  # rounded, instead of Lightning's table of raw floats (verbose=False)
+            log.info("test: top-1 %.2f %%, top-5 %.2f %%, loss %.4f", *(float(values[f"test/{k}"])
+                     for k in ("top1_err", "top5_err", "loss")))  # fmt: skip
 
     def configure_optimizers(self) -> Any:
         optimizer = self.build_optimizer()

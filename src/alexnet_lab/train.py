@@ -93,17 +93,45 @@ def check_input(net: torch.nn.Module, shape: tuple[int, ...], cfg: DictConfig) -
         net.train(was_training)
 
 
-def log_hparams(trainer: L.Trainer, cfg: DictConfig) -> None:
+# what a researcher compares runs by, in TensorBoard's HPARAMS tab: (column, config key); keys a config lacks are left out
+HPARAMS = (
+    ("experiment", None), ("model", "model._target_"), ("norm", "model.norm"), ("pool", "model.pool"),
+    ("activation", "model.activation"), ("dropout", "model.dropout"), ("groups", "model.groups"),
+    ("optimizer", "optimizer._target_"), ("lr", "optimizer.lr"), ("batch_size", "data.batch_size"), ("seed", "seed"),
+    ("budget", "budget"), ("max_epochs", "trainer.max_epochs"),
+)  # fmt: skip
+# TensorBoard's CUSTOM SCALARS tab: training against validation on one chart
+LAYOUT = {
+    "curves": {
+        "top-1 error (%): train vs val": ["Multiline", ["train/top1_err", "val/top1_err"]],
+        "loss: train vs val": ["Multiline", ["train/loss", "val/loss"]],
+    }
+}
+
+
+def hparams_of(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """The curated hyperparameters of a run: its readable name first (a sweep job's dir name says what it varies),
+    then the HPARAMS keys it has; classes by their short name."""
+    choice = HydraConfig.get().runtime.choices.get("experiment") if HydraConfig.initialized() else None
+    params: dict[str, Any] = {"run": run_dir.name, "tags": ",".join(cfg.get("tags") or []) or "-"}
+    for column, key in HPARAMS:
+        value = choice if column == "experiment" else OmegaConf.select(cfg, key, default=None)
+        if value is None:
+            continue
+        value = str(value).rsplit(".", 1)[-1] if key and key.endswith("_target_") else value
+        params[column] = value if isinstance(value, (bool, int, float, str)) else str(value)
+    return params
+
+
+def log_hparams(trainer: L.Trainer, params: dict[str, Any]) -> None:
     """Fill TensorBoard's HPARAMS tab: the run's hyperparameters against its final metric tags.
 
-    Only the hparams summary is written; the plugin shows the last value each metric tag has in the run,
-    i.e. the real final val/test errors already logged as scalars (no placeholder, no extra points).
+    Only the hparams summary is written: the plugin shows the last value each metric tag has in the run, i.e. the
+    real final val/test errors already logged. (Lightning's ``log_hyperparams(params, metrics)`` would also log
+    the metrics again at step 0, a stray first point on every curve.)
     """
     from torch.utils.tensorboard.summary import hparams
 
-    params = cli.flatten({k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("model", "data", "optimizer")})
-    params.update(seed=cfg.seed, max_epochs=cfg.trainer.max_epochs, precision=str(cfg.trainer.precision))
-    params = {k: v for k, v in params.items() if k.split(".")[-1] not in ("_target_", "_partial_", "path", "cache_dir")}
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):
             writer = logger.experiment._get_file_writer()
@@ -114,6 +142,20 @@ def log_hparams(trainer: L.Trainer, cfg: DictConfig) -> None:
 
 def scalar_metrics(trainer: L.Trainer, prefix: str = "") -> dict[str, float]:
     return {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(prefix)}
+
+
+SUBSET_KEYS = ("fast_dev_run", "overfit_batches", "limit_train_batches", "limit_val_batches", "limit_test_batches")
+
+
+def subset(trainer_cfg: DictConfig) -> dict[str, Any]:
+    """The trainer settings that make a run see only part of its data (empty for a run on whole splits)."""
+
+    def part(key: str, value: Any) -> bool:
+        if key.startswith("limit_"):  # None or the float 1.0: all of it (the int 1 is one batch)
+            return value is not None and not (isinstance(value, float) and value == 1.0)
+        return bool(value)  # fast_dev_run: true or a number of batches; overfit_batches: > 0
+
+    return {k: trainer_cfg.get(k) for k in SUBSET_KEYS if part(k, trainer_cfg.get(k))}
 
 
 def config_summary(cfg: DictConfig) -> dict[str, Any]:
@@ -144,6 +186,9 @@ def fit_and_test(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         if kept is not None:
             log.info("this job finished earlier with the same config: kept as it is (%s)", run_dir / "metrics.json")
             return kept
+    tags = cfg.get("tags")
+    if tags is not None and (not OmegaConf.is_list(tags) or not all(isinstance(t, (str, int)) for t in tags)):
+        raise cli.ConfigError(f"tags={tags!r}: give a list, e.g. tags=[lrn,first-try]")
     if cfg.seed is not None and not cli.valid_seed(cfg.seed):
         raise cli.ConfigError(
             f"seed={cfg.seed!r} is not an integer in 0..{cli.MAX_SEED}; give e.g. seed=0, or leave it out"
@@ -169,6 +214,8 @@ def fit_and_test(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "git": cli.git_info(Path(HydraConfig.get().runtime.cwd)),
         "versions": {"torch": torch.__version__, "lightning": L.__version__},
         "config": config_summary(cfg),
+        "tags": list(cfg.get("tags") or []),
+        "subset": subset(cfg.trainer),  # non-empty: trained or evaluated on part of the data only
     }
 
     def save() -> None:
@@ -176,6 +223,10 @@ def fit_and_test(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             cli.write_json(run_dir / "metrics.json", record)
 
     save()
+    log.info("run dir: %s", run_dir)
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger) and trainer.is_global_zero:
+            logger.experiment.add_custom_scalars(LAYOUT)
     start = time.perf_counter()
     try:
         trainer.fit(
@@ -192,6 +243,7 @@ def fit_and_test(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     if trainer.interrupted:
         raise RuntimeError("training was interrupted before it finished")
     final = scalar_metrics(trainer)
+    final.pop("step", None)  # the x axis of the curves, not a metric
     record["epochs"] = int(final.pop("progress/epochs", trainer.current_epoch))
     record["steps"] = int(final.pop("progress/steps", trainer.global_step))
     checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
@@ -203,15 +255,16 @@ def fit_and_test(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     if cfg.test:
         ckpt = cfg.test_ckpt if checkpoint is not None and checkpoint.best_model_path else None
         start = time.perf_counter()
-        trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
+        trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True, verbose=False)
         record["test_seconds"] = round(time.perf_counter() - start, 2)
         record["test_ckpt"] = trainer.ckpt_path or "weights at the end of training"
         final.update(scalar_metrics(trainer, "test/"))
     record["final"] = dict(sorted(final.items()))
     record["status"] = "finished"
-    log_hparams(trainer, cfg)
+    log_hparams(trainer, hparams_of(cfg, run_dir))
     save()
     log.info("metrics: %s", {k: round(v, 3) for k, v in record["final"].items()})
+    log.info("done: %s", run_dir)
     return record
 
 

@@ -463,11 +463,11 @@ def write_curves(report: Report, path: Path) -> None:
 
 
 def write_tensorboard(report: Report, markdown: str, folder: Path, charts: list[Path]) -> None:
-    """The report as text, the charts as images, and each variant as one HPARAMS session with its mean errors."""
+    """The report as text and the charts as images (TEXT and IMAGES tabs); no scalars or HPARAMS sessions, so the
+    report never shows up as an empty trial beside the training runs."""
     import numpy as np
     from PIL import Image
     from torch.utils.tensorboard import SummaryWriter
-    from torch.utils.tensorboard.summary import hparams
 
     if folder.is_symlink():
         folder.unlink()  # a planted link: removed, never followed
@@ -477,13 +477,3 @@ def write_tensorboard(report: Report, markdown: str, folder: Path, charts: list[
         for chart in charts:
             with Image.open(chart) as image:
                 writer.add_image(f"report/{chart.stem}", np.asarray(image.convert("RGB")), 0, dataformats="HWC")
-    for i, row in enumerate(report.rows):
-        metrics = {f"mean/{m}": row.stats[m][0] for m in ERRORS if m in row.stats}
-        if not metrics:
-            continue
-        with SummaryWriter(str(folder / f"{i}_{row.label}".replace("/", "-"))) as writer:
-            params = {**row.values, **row.tuned, "variant": row.label, "seeds_finished": len(row.finished)}
-            for summary_ in hparams(params, metrics):
-                writer.file_writer.add_summary(summary_)
-            for tag, value in metrics.items():
-                writer.add_scalar(tag, value, 0)
