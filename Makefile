@@ -6,7 +6,11 @@ ALEXNET_CIFAR10 ?= $(firstword $(wildcard $(CURDIR)/../shared/data/cifar10-jpeg.
 export ALEXNET_CIFAR10
 ARGS ?= experiment=tutorial_cifar10
 
-.PHONY: setup train test test-quick lint tensorboard clean
+.PHONY: help setup train test test-quick lint format tensorboard clean clean-logs
+.DEFAULT_GOAL := help
+
+help:  ## this list
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 $(BIN)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -31,8 +35,15 @@ lint: setup  ## ruff: the checks and the formatting (settings in pyproject.toml;
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+format: setup  ## ruff: fix what it can, then format
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
 tensorboard: setup  ## the training runs (logs/train); evaluations: tensorboard --logdir logs/eval
 	$(BIN)/tensorboard --logdir logs/train
 
-clean:
+clean:  ## remove .venv and build outputs (runs stay in logs/)
 	rm -rf $(VENV) build *.egg-info
+
+clean-logs:  ## delete every run, sweep, evaluation and report under logs/ (asks first)
+	@read -p "delete everything under logs/? [y/N] " answer && [ "$$answer" = y ] && find logs -mindepth 1 ! -name .gitkeep -delete || echo "kept"

@@ -186,3 +186,61 @@ def test_no_seed_draws_one_and_records_it(cli_env: dict, tmp_path: Path) -> None
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["hyper_parameters"]["run_config"]["seed"] == record["seed"]
     assert not any(k.startswith("test/") for k in record["final"])
+
+
+def test_a_machines_local_config_says_where_the_data_is(tmp_path: Path) -> None:
+    """No ALEXNET_CIFAR10 and no data/ beside the command: a local/default.yaml (conf/local/, git-ignored, or any
+    folder on hydra.searchpath) names the data once per machine; without it the error says where to put it."""
+    data = write_batches(tmp_path / "elsewhere" / "cifar", n_train=200, n_test=50)
+    env = isolated_env(tmp_path)
+    env.pop("ALEXNET_CIFAR10", None)
+    missing = run_cli("alexnet-train", *FAST, "trainer.max_epochs=1", env=env, cwd=tmp_path, check=False)
+    assert missing.returncode == 2 and "set data.path (once per machine: conf/local/default.yaml, or ALEXNET_CIFAR10)" \
+        in missing.stderr.strip().splitlines()[-1]  # fmt: skip
+    local = tmp_path / "machine" / "local"
+    local.mkdir(parents=True)
+    (local / "default.yaml").write_text(f"# @package _global_\ndata:\n  path: {data}\n")
+    run_cli("alexnet-train", *FAST, "trainer.max_epochs=1", f"hydra.searchpath=[file://{local.parent}]", "name=local",
+            env=env, cwd=tmp_path)  # fmt: skip
+    (run,) = (tmp_path / "logs" / "train" / "runs").glob("*_local")
+    record = json.loads((run / "metrics.json").read_text())
+    assert record["status"] == "finished" and record["config"]["data"]["path"] == str(data)
+
+
+@pytest.mark.parametrize("logger", ["csv", "wandb", "mlflow"])
+def test_each_optional_logger_records_the_run(logger: str, tmp_path: Path) -> None:
+    """logger=<name> beside TensorBoard: the final validation error reaches each one as metrics.json has it."""
+    pytest.importorskip({"csv": "csv", "wandb": "wandb", "mlflow": "mlflow"}[logger])
+    write_batches(tmp_path / "data" / "cifar10", n_train=200, n_test=50)
+    env = isolated_env(tmp_path, WANDB_SILENT="true", WANDB_MODE="offline", MLFLOW_ALLOW_FILE_STORE="true")
+    run_cli("alexnet-train", *FAST, "trainer.max_epochs=2", f"logger=[tensorboard,{logger}]", "name=logged",
+            "extras.print_config=false", env=env, cwd=tmp_path)  # fmt: skip
+    (run,) = (tmp_path / "logs" / "train" / "runs").glob("*_logged")
+    want = json.loads((run / "metrics.json").read_text())["final"]["val/top1_err"]
+    if logger == "csv":
+        rows = [r.split(",") for r in (run / "csv" / "metrics.csv").read_text().splitlines()]
+        column = rows[0].index("val/top1_err")
+        got = [float(r[column]) for r in rows[1:] if r[column]]
+    elif logger == "wandb":
+        (offline,) = (run / "wandb").glob("offline-run-*/run-*.wandb")  # synced later with `wandb sync`
+        records = offline.read_bytes()  # wandb's record log: each value as JSON text beside its key
+        assert b"val/top1_err" in records and json.dumps(want).encode() in records
+        got = [want]
+    else:
+        (series,) = (tmp_path / "logs" / "mlflow").glob("*/*/metrics/val/top1_err")
+        got = [float(line.split()[1]) for line in series.read_text().splitlines()]
+        assert [int(line.split()[2]) for line in series.read_text().splitlines()] == [1, 2]  # against epochs
+    assert got[-1] == pytest.approx(want, abs=1e-4)
+
+
+def test_a_missing_optional_plugin_names_its_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if "optuna" in name else real(name, *a))
+    proc = run_cli("alexnet-train", "-m", "hparams_search=cudaconvnet_optuna", env=isolated_env(tmp_path),
+                   cwd=tmp_path, check=False)  # fmt: skip
+    assert proc.returncode == 2 and proc.stderr.strip() == (
+        "error: hparams_search=cudaconvnet_optuna needs hydra_optuna_sweeper: pip install 'alexnet-lab[hparams-search]' "
+        "(in the checkout: pip install -e '.[hparams-search]')"
+    )

@@ -6,6 +6,7 @@ import contextlib
 import fcntl
 import functools
 import hashlib
+import importlib.util
 import json
 import logging
 import os
@@ -196,10 +197,33 @@ def prepare_command_line() -> None:
     share_run_id()
     register_resolvers()
     quiet_upstream()
+    check_plugins(sys.argv[1:])
     sys.argv[1:] = [_quoted_path(a) for a in sys.argv[1:]]
     flags = [a for a in sys.argv[1:] if a in ("-m", "--multirun")]
     if flags:
         sys.argv[1:] = flags[:1] + [a for a in sys.argv[1:] if a not in ("-m", "--multirun")]
+
+
+# optional Hydra plugins: what on the command line needs which, and the extra that installs it
+PLUGINS = (
+    ("hparams_search=", "hydra_plugins.hydra_optuna_sweeper", "hparams-search"),
+    ("hydra/launcher=parallel", "hydra_plugins.hydra_joblib_launcher", "joblib"),
+    ("hydra/launcher=slurm", "hydra_plugins.hydra_submitit_launcher", "slurm"),
+)
+# optional loggers: the name in logger=..., the module it needs, the extra that installs it
+LOGGERS = (("wandb", "wandb", "wandb"), ("mlflow", "mlflow", "mlflow"))
+
+
+def check_plugins(argv: list[str]) -> None:
+    """A command that asks for an optional plugin that is not installed: one line naming the extra to install."""
+    needs = [(arg, module, extra) for arg in argv for prefix, module, extra in PLUGINS if arg.startswith(prefix)]
+    needs += [(arg, module, extra) for arg in argv if arg.startswith("logger=") for name, module, extra in LOGGERS
+              if re.search(rf"\b{name}\b", arg)]  # fmt: skip
+    for arg, module, extra in needs:
+        if importlib.util.find_spec(module) is None:
+            print(f"error: {arg} needs {module.split('.')[-1]}: pip install 'alexnet-lab[{extra}]' (in the checkout: "
+                  f"pip install -e '.[{extra}]')", file=sys.stderr)  # fmt: skip
+            sys.exit(2)
 
 
 _PATH_KEYS = re.compile(r"^(ckpt_path|run_dir|data\.path|data\.cache_dir|hydra\.sweep\.dir)=(.+)$")

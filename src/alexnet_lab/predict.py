@@ -75,8 +75,11 @@ def predictions_figure(images: torch.Tensor, truth: list[int], top5: tuple[torch
         picture.axis("off")
         shown = labels[i].tolist()
         colours = ["tab:red" if label == truth[i] else "tab:blue" for label in shown]
-        bars.barh(range(len(shown))[::-1], probs[i].tolist(), color=colours)
-        bars.set_yticks(range(len(shown))[::-1], [names[label][:18] for label in shown], fontsize=7)
+        values = probs[i].tolist()
+        bars.barh(range(len(shown))[::-1], values, color=colours)
+        for y, value in zip(range(len(shown))[::-1], values):  # the probability, readable without the axis
+            bars.text(min(value, 0.72) + 0.02, y, f"{value:.0%}" if value >= 0.01 else "<1%", va="center", fontsize=8)
+        bars.set_yticks(range(len(shown))[::-1], [names[label][:18] for label in shown], fontsize=8)
         bars.set_xlim(0, 1)
         bars.tick_params(axis="x", labelsize=7)
     fig.savefig(path)
@@ -110,16 +113,19 @@ def confusion_figure(matrix: torch.Tensor, names: list[str], path: Path) -> None
     from matplotlib.figure import Figure
 
     n = len(names)
-    fig = Figure(figsize=(min(12.0, 2.0 + 0.5 * n), min(11.0, 1.5 + 0.5 * n)), dpi=100)
+    fig = Figure(figsize=(min(14.0, 2.5 + 0.75 * n), min(13.0, 2.0 + 0.7 * n)), dpi=100)
     ax = fig.subplots()
-    image = ax.imshow(matrix.numpy(), cmap="Blues")
-    fig.colorbar(image, ax=ax)
+    counts = matrix.numpy()
+    image = ax.imshow(counts, cmap="Blues")
+    fig.colorbar(image, ax=ax, label="test images")
     if n <= 30:
-        ax.set_xticks(range(n), names, rotation=60, ha="right", fontsize=7)
-        ax.set_yticks(range(n), names, fontsize=7)
-        for (i, j), value in np.ndenumerate(matrix.numpy()):
+        ax.set_xticks(range(n), names, rotation=45, ha="right", fontsize=9)
+        ax.set_yticks(range(n), names, fontsize=9)
+        dark = counts.max() / 2  # white text on the darker half of the colour scale, black on the lighter
+        for (i, j), value in np.ndenumerate(counts):
             if value:
-                ax.text(j, i, str(value), ha="center", va="center", fontsize=6)
+                ax.text(j, i, str(value), ha="center", va="center", fontsize=9 if n <= 12 else 7,
+                        color="white" if value > dark else "black")  # fmt: skip
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     fig.tight_layout()

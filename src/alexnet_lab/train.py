@@ -8,6 +8,7 @@ import math
 import random
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,7 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, Classifier, L.Trainer
         cfg.data.num_classes = datamodule.num_classes = datamodule.count_classes()
     net = cli.build_node(cfg, "model")
     check_input(net, datamodule.input_shape, cfg)  # before compile=true compiles it
+    example = torch.zeros(1, *datamodule.input_shape)
     run_config = OmegaConf.to_container(cfg, resolve=True)
     optimizer = cli.build_node(cfg, "optimizer")
     scheduler = cli.build_node(cfg, "scheduler") if cfg.get("scheduler") else None
@@ -65,6 +67,8 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, Classifier, L.Trainer
             run_config=run_config,
         ),
     )
+    if not cfg.compile:  # the model summary's sizes and FLOPs (a compiled net would compile for it first)
+        module.example_input_array = example
     # partials: torch checks their values only when they are called
     cli.check_node(cfg, "optimizer", module.build_optimizer)
     if cfg.get("scheduler"):
@@ -175,7 +179,28 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         return fit_and_test(cfg, run_dir)
 
 
+def extras(cfg: DictConfig) -> None:
+    """lightning-hydra-template's extras: the config tree (rich) and the warnings filter."""
+    options = cfg.get("extras") or {}
+    if options.get("ignore_warnings"):
+        warnings.filterwarnings("ignore")
+    if options.get("print_config"):
+        from rich import print as rich_print
+        from rich.syntax import Syntax
+        from rich.tree import Tree
+
+        tree = Tree("config", guide_style="dim")
+        for key in ("data", "model", "optimizer", "scheduler", "trainer", "callbacks", "logger", "paths", "extras"):
+            if cfg.get(key) is not None:
+                text = OmegaConf.to_yaml(cfg[key], resolve=True)  # the values this run uses
+                tree.add(key).add(Syntax(text, "yaml", theme="ansi_dark", background_color="default"))
+        rest = {k: v for k, v in cfg.items() if not OmegaConf.is_config(v)}
+        tree.add("run").add(Syntax(OmegaConf.to_yaml(rest), "yaml", theme="ansi_dark", background_color="default"))
+        rich_print(tree)
+
+
 def fit_and_test(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    extras(cfg)
     resume_from = None
     if cfg.ckpt_path == "last":  # continue a run in its own dir, with its own config
         cfg, resume_from = cli.resume_config(cfg, run_dir)
@@ -262,6 +287,9 @@ def fit_and_test(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     record["final"] = dict(sorted(final.items()))
     record["status"] = "finished"
     log_hparams(trainer, hparams_of(cfg, run_dir))
+    for logger in trainer.loggers:
+        if type(logger).__name__ == "WandbLogger" and trainer.is_global_zero:
+            logger.experiment.finish()  # Lightning leaves the W&B run open; its offline file is whole only now
     save()
     log.info("metrics: %s", {k: round(v, 3) for k, v in record["final"].items()})
     log.info("done: %s", run_dir)

@@ -327,7 +327,8 @@ class CIFAR10DataModule(L.LightningDataModule):
             return "batches", self.cache_dir / BATCHES_DIR
         raise DataError(
             f"no CIFAR-10 data at {self.path}: expected {BATCHES_DIR}/, train/<class>/ + test/<class>/ image folders, "
-            "or a .tar.gz of either; set data.path (or ALEXNET_CIFAR10) to one, or data.download=true"
+            "or a .tar.gz of either; set data.path (once per machine: conf/local/default.yaml, or ALEXNET_CIFAR10) "
+            "to one, or data.download=true"
         )
 
     def cache_path(self) -> Path:

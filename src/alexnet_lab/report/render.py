@@ -121,7 +121,7 @@ def to_markdown(report: Report) -> str:
         val_split = "test split again (val/*: all training images train, so the test split is printed during training, never used to choose)"
     else:
         val_split = "validation split"
-    title = f"# Ablation: {name}"
+    title = f"# Ablation: {name}" if report.ablation else f"# Sweep: {name} (a plain multirun: no baseline or claim)"
     if report.small_budget:
         title += " (small budget: cannot decide the claims)"
     elif report.budget:

@@ -190,7 +190,8 @@ class ImageNetDataModule(L.LightningDataModule):
     def prepare_data(self) -> None:
         if not self.path.exists():
             raise DataError(
-                f"no ImageNet at {self.path}; set data.path (or ALEXNET_IMAGENET) to a folder with train/ + val/ or the archives"
+                f"no ImageNet at {self.path}; set data.path (once per machine: conf/local/default.yaml, or "
+                "ALEXNET_IMAGENET) to a folder with train/ + val/ or the archives"
             )
         if self.root == self.unpacked_root:
             unpack_archives(self.path, self.unpacked_root, list(self.split_dirs.values()))
