@@ -109,6 +109,9 @@ def test_hparams_tab_lists_real_final_metrics(trained: dict) -> None:
         "CudaConvnet18pct", "rnorm", "Adam")  # fmt: skip
     assert hp["seed"].number_value == 0 and hp["lr"].number_value == pytest.approx(1e-3)
     assert hp["batch_size"].number_value == 50 and hp["max_epochs"].number_value == 3
+    # the columns the tab shows before any is ticked: those marked as differing, then the rest by name
+    shown = sorted(exp.hparam_infos, key=lambda info: (not info.differs, info.name))[:5]
+    assert [info.name for info in shown] == ["experiment", "lr", "model", "run", "seed"]
     # the values the tab shows are the last points of those scalar tags: the real final metrics
     record = json.loads((trained["run_dir"] / "metrics.json").read_text())
     for tag in ("val/top1_err", "test/top1_err", "test/top5_err"):

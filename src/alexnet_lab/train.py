@@ -104,6 +104,7 @@ HPARAMS = (
     ("optimizer", "optimizer._target_"), ("lr", "optimizer.lr"), ("batch_size", "data.batch_size"), ("seed", "seed"),
     ("budget", "budget"), ("max_epochs", "trainer.max_epochs"),
 )  # fmt: skip
+FIRST_SHOWN = ("run", "experiment", "model", "lr", "seed")  # the HPARAMS columns shown before any is ticked
 # TensorBoard's CUSTOM SCALARS tab: training against validation on one chart
 LAYOUT = {
     "curves": {
@@ -134,12 +135,21 @@ def log_hparams(trainer: L.Trainer, params: dict[str, Any]) -> None:
     real final val/test errors already logged. (Lightning's ``log_hyperparams(params, metrics)`` would also log
     the metrics again at step 0, a stray first point on every curve.)
     """
+    from tensorboard.plugins.hparams import plugin_data_pb2
     from torch.utils.tensorboard.summary import hparams
 
+    experiment, *sessions = hparams(params, dict.fromkeys(FINAL_METRICS, 0.0))
+    # the tab shows a few columns at first: those marked as differing between runs, then the rest by name; mark the
+    # ones a reader compares runs by, so they are the ones shown
+    data = experiment.value[0].metadata.plugin_data
+    content = plugin_data_pb2.HParamsPluginData.FromString(data.content)
+    for info in content.experiment.hparam_infos:
+        info.differs = info.name in FIRST_SHOWN
+    data.content = content.SerializeToString()
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):
             writer = logger.experiment._get_file_writer()
-            for summary in hparams(params, dict.fromkeys(FINAL_METRICS, 0.0)):
+            for summary in (experiment, *sessions):
                 writer.add_summary(summary)
             logger.experiment.flush()
 

@@ -126,6 +126,13 @@ def to_markdown(report: Report) -> str:
         title += " (small budget: cannot decide the claims)"
     elif report.budget:
         title += f" ({report.budget} budget)"
+    compared = (
+        f" Δ is variant minus baseline ({base}) with a 95 % confidence interval ({' / '.join(methods) or 'none yet'}; "
+        "paired when the variants ran the same seeds, which share data order and augmentation draws; never narrower "
+        "than one test image): positive means the variant errs more."
+    )
+    if not report.ablation:
+        compared = f" Δ is each row minus the first ({base}), as above." if len(report.rows) > 1 else ""
     lines = [
         title,
         "",
@@ -133,10 +140,7 @@ def to_markdown(report: Report) -> str:
         (
             f"Sweep `{text(report.sweep)}`; dataset {report.dataset}. Errors in percent on the {test_split} "
             f"({report.protocols.get('test', 'one view')}) and the {val_split} "
-            f"({report.protocols.get('val', 'one view')}), mean ± sample std over finished seeds. Δ is variant minus "
-            f"baseline ({base}) with a 95 % confidence interval ({' / '.join(methods) or 'none yet'}; paired when the "
-            "variants ran the same seeds, which share data order and augmentation draws; never narrower than one test "
-            "image): positive means the variant errs more."
+            f"({report.protocols.get('val', 'one view')}), mean ± sample std over finished seeds.{compared}"
         ),
         "",
     ]
@@ -152,7 +156,7 @@ def to_markdown(report: Report) -> str:
     for row in report.rows:
         label = text(row.label + "".join(f", {k}={v}" for k, v in row.tuned.items()))
         cells = [
-            label + (" (baseline)" if row is report.baseline else ""),
+            label + (" (baseline)" if row is report.baseline and report.ablation else ""),
             f"{len(row.finished)} / {len(row.jobs)}",
             *(_pm(row.stats.get(m)) for m in ERRORS),
             *(_diff(row.diffs.get(m)) for m in DIFFS),
