@@ -247,3 +247,43 @@ def test_a_missing_optional_plugin_names_its_extra(tmp_path: Path, monkeypatch: 
         "error: hparams_search=cudaconvnet_optuna needs hydra_optuna_sweeper: pip install 'alexnet-lab[hparams-search]' "
         "(in the checkout: pip install -e '.[hparams-search]')"
     )
+
+
+def test_debug_runs_go_apart_and_say_they_saw_a_subset(tmp_path: Path) -> None:
+    """debug=limit lands in logs/debug/ (not among results) and metrics.json names the limits; fast_dev_run leaves
+    no checkpoint; tags=[...] and callbacks=none work as in lightning-hydra-template; extras print the config."""
+    write_batches(tmp_path / "data" / "cifar10", n_train=300, n_test=60)
+    env = isolated_env(tmp_path)
+    proc = run_cli("alexnet-train", "model=cudaconvnet_18pct", "data.val_size=50", "debug=limit", "tags=[lrn,first-try]", env=env,
+                   cwd=tmp_path)  # fmt: skip
+    (run,) = (tmp_path / "logs" / "debug" / "runs").iterdir()
+    assert not (tmp_path / "logs" / "train").exists()
+    record = json.loads((run / "metrics.json").read_text())
+    assert record["subset"] == {"limit_train_batches": 10, "limit_val_batches": 3, "limit_test_batches": 3}
+    assert record["tags"] == ["lrn", "first-try"]
+    assert "config" in proc.stdout and "_target_: alexnet_lab.models.CudaConvnet18pct" in proc.stdout  # the tree
+    assert f"run dir: {run}" in proc.stdout + proc.stderr and f"done: {run}" in proc.stdout + proc.stderr
+    run_cli(
+        "alexnet-train",
+        "model=cudaconvnet_18pct",
+        "data.val_size=50",
+        "debug=fast_dev_run",
+        "name=dev",
+        env=env,
+        cwd=tmp_path,
+    )
+    (dev,) = (tmp_path / "logs" / "debug" / "runs").glob("*_dev")
+    assert json.loads((dev / "metrics.json").read_text())["subset"] == {"fast_dev_run": True}
+    assert not list(dev.glob("checkpoints/*.ckpt"))
+    plain = [a for a in FAST if "callbacks" not in a]
+    run_cli("alexnet-train", *plain, "trainer.max_epochs=1", "callbacks=none", "name=bare", "extras.print_config=false",
+            env=env, cwd=tmp_path)  # fmt: skip
+    (bare,) = (tmp_path / "logs" / "train" / "runs").glob("*_bare")
+    record = json.loads((bare / "metrics.json").read_text())
+    assert record["status"] == "finished" and record["subset"] == {}
+    assert not any(k.startswith("lrn/") for k in record["final"])  # none of ours ran (the LRN monitor is one)
+    assert not (bare / "checkpoints" / "last.ckpt").exists()  # only Lightning's own default checkpoint
+    bad = run_cli("alexnet-train", *FAST, "tags=lrn", env=env, cwd=tmp_path, check=False)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1] == (
+        "error: tags='lrn': give a list, e.g. tags=[lrn,first-try]"
+    )
