@@ -295,3 +295,13 @@ def test_a_pasted_path_to_an_old_sweep_job_dir_works_unquoted(trained: dict) -> 
     proc = run_cli("alexnet-eval", f"ckpt_path={old}/checkpoints/last.ckpt", env=trained["env"], cwd=trained["tmp"])
     (record,) = (trained["tmp"] / "logs" / "eval" / "runs").glob("*/metrics.json")
     assert json.loads(record.read_text())["ckpt_path"] == f"{old}/checkpoints/last.ckpt", proc.stderr[-500:]
+
+
+def test_a_resumed_run_counts_the_seconds_of_its_earlier_attempt(tmp_path: Path) -> None:
+    (tmp_path / "metrics.json").write_text(json.dumps({"status": "interrupted", "seconds": 3144.6}))
+    assert cli.earlier_seconds(tmp_path) == 3144.6
+    for record in ({"status": "finished", "seconds": 10.0}, {"status": "interrupted", "seconds": -1}, [1]):
+        (tmp_path / "metrics.json").write_text(json.dumps(record))
+        assert cli.earlier_seconds(tmp_path) == 0.0
+    (tmp_path / "metrics.json").write_text("{broken")
+    assert cli.earlier_seconds(tmp_path) == 0.0

@@ -453,6 +453,17 @@ def previous_attempt(cfg: DictConfig, run_dir: Path) -> tuple[dict | None, Path 
     return None, None
 
 
+def earlier_seconds(run_dir: Path) -> float:
+    """The training seconds an interrupted attempt in ``run_dir`` recorded (0 if none): a resumed run adds its own."""
+    try:
+        record = json.loads((run_dir / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return 0.0
+    ok = isinstance(record, dict) and record.get("status") in ("interrupted", "running")
+    seconds = record.get("seconds") if ok else None
+    return float(seconds) if isinstance(seconds, (int, float)) and seconds >= 0 else 0.0
+
+
 def _clear_attempt(run_dir: Path) -> None:
     """Remove an attempt that left no result (failed, or stopped before its first checkpoint): its checkpoints and
     TensorBoard events, so the new attempt's curves start clean."""

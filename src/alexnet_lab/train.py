@@ -237,6 +237,7 @@ def fit_and_test(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     if resume_from is not None:
         cli.check_fits(cli.load_checkpoint(resume_from), module, resume_from)
     datamodule.prepare_data()  # find and decode the data now: a bad source fails before anything is written
+    earlier = cli.earlier_seconds(run_dir) if resume_from is not None else 0.0  # a resumed run's time so far
 
     record: dict[str, Any] = {
         "status": "running",
@@ -269,12 +270,13 @@ def fit_and_test(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         )
     except SIGTERMException:
         saved = run_dir / "checkpoints" / "last.ckpt"
-        record.update(status="interrupted", seconds=round(time.perf_counter() - start, 2), steps=trainer.global_step)
+        seconds = round(earlier + time.perf_counter() - start, 2)
+        record.update(status="interrupted", seconds=seconds, steps=trainer.global_step)
         save()
         resume = cli.override("name", cfg.name) if cfg.name else cli.override("run_dir", run_dir)
         print(f"interrupted: saved {saved}; resume with alexnet-train ckpt_path=last {resume}", file=sys.stderr)
         sys.exit(INTERRUPTED_EXIT_CODE)
-    record["seconds"] = round(time.perf_counter() - start, 2)
+    record["seconds"] = round(earlier + time.perf_counter() - start, 2)  # training time over every attempt
     if trainer.interrupted:
         raise RuntimeError("training was interrupted before it finished")
     final = scalar_metrics(trainer)
