@@ -104,7 +104,10 @@ def _stage_two(report: Report, row: Row) -> str:
 
 def val_is_test(report: Report) -> bool:
     """Whether the runs validated on the test split (all training images trained): then val/* is only printed."""
-    splits = {j.val_split for row in report.rows for j in row.jobs if j.val_split}
+    jobs = [j for row in report.rows for j in row.jobs]
+    # metrics.json says it once a run finishes; before, its config does (data.val_size=0: no split held out)
+    splits = {j.val_split or ("test split" if (j.config.get("data") or {}).get("val_size") == 0 else "held out")
+              for j in jobs}  # fmt: skip
     return bool(splits) and all(v.startswith("test split") for v in splits)
 
 

@@ -53,22 +53,24 @@ def _read_summary(folder: Path) -> dict[str, Any] | None:
     )
 
 
-def collect(paths: list[Path]) -> tuple[list[Entry], list[Path]]:
-    """Every check of every sweep under ``paths`` (one folder level deep), and the folders that held none."""
-    entries, empty = [], []
+def collect(paths: list[Path]) -> tuple[list[Entry], list[Path], list[Path]]:
+    """Every check of every sweep under ``paths`` (one folder level deep); the sweeps that check no claim; and report
+    folders without a ``report.json`` to read (made before it existed). Other folders are not sweeps: skipped."""
+    entries, unclaimed, unreadable = [], [], []
     for path in paths:
-        folders = [path] if _is_sweep(path) or (path / "report.json").is_file() else sorted(
+        folders = [path] if _is_sweep(path) or (path / "report.md").is_file() else sorted(
             p for p in path.iterdir() if p.is_dir() and not p.is_symlink())  # fmt: skip
         for folder in folders:
             if _is_sweep(folder):
                 found = summary(build_report(folder))
             elif (found := _read_summary(folder)) is None:
-                empty.append(folder)
+                if (folder / "report.md").is_file():
+                    unreadable.append(folder)
                 continue
             entries += [Entry(folder, found, check) for check in found["checks"]]
             if not found["checks"]:
-                empty.append(folder)
-    return entries, empty
+                unclaimed.append(folder)
+    return entries, unclaimed, unreadable
 
 
 def _claim(check: dict[str, Any]) -> str:
@@ -79,7 +81,7 @@ def _claim(check: dict[str, Any]) -> str:
     )
 
 
-def to_markdown(entries: list[Entry], empty: list[Path], out: Path) -> str:
+def to_markdown(entries: list[Entry], unclaimed: list[Path], unreadable: list[Path], out: Path) -> str:
     lines = [
         "| sweep | variant | source | claim ± its precision | measured (95 % interval) | n | budget | verdict |",
         "|---|---|---|---|---|---|---|---|",
@@ -99,8 +101,14 @@ def to_markdown(entries: list[Entry], empty: list[Path], out: Path) -> str:
             f"**{text(e.check.get('verdict', ''))}**",
         ]
         lines.append("| " + " | ".join(cells) + " |")
-    if empty:
-        lines += ["", "Without a claim to check: " + ", ".join(f"`{text(p.name)}`" for p in empty) + "."]
+
+    def links(folders: list[Path]) -> str:
+        return ", ".join(f"[{text(p.name)}]({text(os.path.relpath(p / 'report.md', out))})" for p in folders)
+
+    if unclaimed:
+        lines += ["", f"Sweeps that check no claim (the experiment names no figure): {links(unclaimed)}."]
+    if unreadable:
+        lines += ["", f"Reports the scorecard cannot read (written before `report.json` existed): {links(unreadable)}."]
     return "\n".join(lines) + "\n"
 
 
@@ -138,11 +146,11 @@ def write_chart(entries: list[Entry], path: Path) -> None:
 
 def write_scorecard(paths: list[Path], out: Path) -> str:
     """scorecard.md and scorecard.png into ``out``; returns the markdown."""
-    entries, empty = collect(paths)
+    entries, unclaimed, unreadable = collect(paths)
     if not entries:
         raise FileNotFoundError(f"no checked claim in {', '.join(map(str, paths))}; give sweep or report folders")
     out.mkdir(parents=True, exist_ok=True)
-    markdown = to_markdown(entries, empty, out)
+    markdown = to_markdown(entries, unclaimed, unreadable, out)
     write_text(out / "scorecard.md", "# Scorecard: every claim, measured\n\n" + markdown)
     write_chart(entries, out / "scorecard.png")
     return markdown
