@@ -90,3 +90,23 @@ def test_the_window_survives_a_resume() -> None:
             break
     _, whole, _, _ = race(mistakes, 100, 10, below=25.0, window_images=300)
     assert module.logged["milestone/epochs"] == pytest.approx(whole.logged["milestone/epochs"])
+
+
+def test_a_run_resumed_after_its_crossing_says_it_again_and_stops() -> None:
+    """Killed after the crossing (while testing, say) and resumed from a checkpoint taken after it: the crossing comes
+    back from the checkpoint and the run stops, instead of training on to its cap as if it never got there."""
+    mistakes = [50] * 6 + [10] * 10
+    first, logged, _, stopped = race(mistakes, 100, 10, below=25.0, window_images=400)
+    assert stopped == 9
+    resumed, module, trainer = MilestoneStop(below=25.0, window_images=400), FakeModule(), FakeTrainer(10)
+    resumed.load_state_dict(first.state_dict())
+    resumed.on_train_start(trainer, module)
+    resumed.on_train_batch_end(trainer, module, {"wrong": torch.tensor(10), "images": 100}, None, 0)
+    assert trainer.should_stop and module.logged == logged.logged
+
+
+def test_a_crossing_in_the_first_window_is_only_an_upper_bound() -> None:
+    _, module, _, _ = race([10] * 8, 100, 4, below=25.0, window_images=400)
+    # below 25 % from the first full window on: it got there at 1.0 epochs or before, anywhere in that first epoch
+    assert module.logged["milestone/epochs"] == pytest.approx(1.0)
+    assert module.logged["milestone/resolution"] == pytest.approx(1.0)

@@ -37,7 +37,8 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_batches(tmp / "data" / "cifar10", n_train=1000, n_test=200)
     env = isolated_env(tmp)
     args = ["-m", "experiment=activation_ablation", *FAST, "trainer.max_epochs=3", "optimizer.lr=0.004",
-            "seed=1,2", "callbacks.milestone_stop.below=80", "callbacks.milestone_stop.window_images=200"]  # fmt: skip
+            "seed=1,2", "callbacks.milestone_stop.below=80", "callbacks.milestone_stop.window_images=200",
+            "ablation.tune=[]"]  # one rate: nothing to tune  # fmt: skip
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(Classifier, "training_step", failing_training_step(Classifier.training_step))
         proc = run_cli("alexnet-train", *args, env=env, cwd=tmp)
@@ -74,8 +75,8 @@ def test_report_rows_counts_and_means(sweep: Path) -> None:
         if line.startswith("| model.")
     }
     relu_row, tanh_row = (
-        "model.activation=relu, optimizer.lr=0.004 (baseline)",
-        "model.activation=tanh, optimizer.lr=0.004",
+        "model.activation=relu,optimizer.lr=0.004 (baseline)",
+        "model.activation=tanh,optimizer.lr=0.004",
     )
     assert list(rows) == [relu_row, tanh_row]
     assert rows[relu_row][1] == "2 / 2" and rows[tanh_row][1] == "1 / 2"
@@ -120,7 +121,10 @@ def test_report_csv_png_and_tensorboard(sweep: Path) -> None:
     records = jobs(sweep)
     with open(sweep / "report.csv") as f:
         table = list(csv.DictReader(f))
-    assert [row["variant"] for row in table] == ["model.activation=relu", "model.activation=tanh"]
+    assert [row["variant"] for row in table] == [
+        "model.activation=relu,optimizer.lr=0.004",
+        "model.activation=tanh,optimizer.lr=0.004",
+    ]
     assert [(row["finished"], row["started"], row["baseline"]) for row in table] == [
         ("2", "2", "True"),
         ("1", "2", "False"),
@@ -148,7 +152,7 @@ def test_report_cli_on_a_copied_sweep(sweep: Path, tmp_path: Path, cli_env: dict
     copy = tmp_path / "copied"
     shutil.copytree(sweep, copy, ignore=shutil.ignore_patterns("report*"))
     proc = run_cli("alexnet-report", str(copy), env=cli_env)
-    assert "| model.activation=relu, optimizer.lr=0.004 (baseline) | 2 / 2 |" in proc.stdout
+    assert "| model.activation=relu,optimizer.lr=0.004 (baseline) | 2 / 2 |" in proc.stdout
     assert (copy / "report.md").read_text() in proc.stdout
     missing = run_cli("alexnet-report", str(tmp_path / "nope"), env=cli_env, check=False)
     assert missing.returncode == 2 and missing.stderr.startswith(f"error: {tmp_path}/nope is not a directory")
@@ -395,19 +399,67 @@ def test_a_run_that_never_reached_the_milestone_ranks_behind_every_run_that_did(
 
 
 @pytest.mark.parametrize("side", ["variant", "baseline"])
-def test_censored_runs_on_either_side_open_the_interval(tmp_path: Path, side: str) -> None:
+def test_censored_runs_on_either_side_leave_no_interval(tmp_path: Path, side: str) -> None:
+    """A tanh run that never got there in 58 epochs (or a ReLU run cut at 6): only a bound, so no interval and no
+    verdict, whatever the other runs say; the report says which side and what would decide it."""
     jobs = selection(BRACKETED)
-    tanh = [44.0, None, 41.0] if side == "variant" else [44.0, 43.0, 41.0]
+    tanh = [55.0, 57.0, None] if side == "variant" else [44.0, 43.0, 41.0]
     relu = [7.0, 7.4, 6.8] if side == "variant" else [7.0, None, 6.8]
-    jobs += [race("relu", "0.002", s, e, cap=100 if side == "variant" else 6) for s, e in zip((1, 2, 3), relu)]
-    jobs += [race("tanh", "0.008", s, e) for s, e in zip((1, 2, 3), tanh)]
+    jobs += [race("relu", "0.002", s, e, cap=6) for s, e in zip((1, 2, 3), relu)]
+    jobs += [race("tanh", "0.008", s, e, cap=58) for s, e in zip((1, 2, 3), tanh)]
     (check,) = build_report(fake_sweep(tmp_path, ACTIVATION, jobs)).checks
-    if side == "variant":  # tanh took at least its cap: the ratio is at least the interval's low end
-        assert math.isinf(check.interval.high) and check.measured.startswith("≥ ")
-        assert check.verdict.label in ("agrees", "larger", "inconclusive")
-    else:  # relu took at least 6 epochs on seed 2: the ratio is at most the interval's high end
-        assert math.isinf(check.interval.low) and check.measured.startswith("≤ ")
-        assert "some baseline runs never reached the milestone: open below" in check.interval.notes
+    assert (check.interval.low, check.interval.high) == (-math.inf, math.inf) and check.interval.censored == side
+    assert check.verdict.label == "inconclusive" and "raise trainer.max_epochs" in check.verdict.sentence
+    assert check.measured.startswith("≥ " if side == "variant" else "≤ ")
+
+
+def test_selection_that_is_not_complete_chooses_nothing(tmp_path: Path) -> None:
+    """A failed (diverged) selection run counts as never reached, not as a missing seed; a setting still running on
+    a selection seed, or a grid run on the wrong seeds, chooses nothing and gives no verdict or stage-2 command."""
+    grid = {"relu": BRACKETED["relu"], "tanh": {"0.004": [40.0, 41.0], "0.008": [31.0, 30.0], "0.016": [None, None]}}
+    jobs = selection(grid)
+    for overrides, final, _ in jobs:
+        if overrides["optimizer.lr"] == "0.016" and overrides["model.activation"] == "tanh":
+            final.pop("max_epochs")
+    sweep = fake_sweep(tmp_path / "failed", ACTIVATION, jobs + [race(a, lr, s, e) for a, lr, e in
+                       (("relu", "0.002", 7.0), ("tanh", "0.008", 30.5)) for s in (1, 2)])  # fmt: skip
+    for record_file in sweep.glob("*tanh*0.016*/metrics.json"):
+        record_file.write_text(json.dumps({**json.loads(record_file.read_text()), "status": "failed"}))
+    report = build_report(sweep)
+    assert report.rows[1].tuned == {"optimizer.lr": "0.008"}  # both seeds compared, 0.016's failures ranked last
+    assert (
+        "model.activation=tanh",
+        "optimizer.lr=0.016",
+        "never reached (0/2 reached, seeds 101,102)",
+    ) in report.tuning
+    running = fake_sweep(tmp_path / "running", ACTIVATION, selection(BRACKETED))
+    (next(running.glob("*tanh*0.016*seed-102")) / "metrics.json").write_text(
+        json.dumps({"status": "running", "seed": 102})
+    )
+    report = build_report(running)
+    assert report.rows[1].tuned == {} and report.rows[1].jobs == [] and report.checks == []
+    assert report.rows[1].unchosen == "selection runs not finished yet (seeds 102)"
+    assert "**model.activation=tanh: no setting chosen**: selection runs not finished yet" in to_markdown(report)
+    wrong = [
+        race(a, lr, s, e) for a, rates in BRACKETED.items() for lr, es in rates.items() for s, e in zip((1, 2), es)
+    ]
+    report = build_report(fake_sweep(tmp_path / "wrong", ACTIVATION, wrong))
+    assert [row.unchosen for row in report.rows] == [
+        "no run on the selection seeds 101,102 yet"
+    ] * 2 and not report.checks
+
+
+def test_the_grid_is_continued_by_its_own_step() -> None:
+    from alexnet_lab.report.analysis import bracket
+
+    def grid(values: list[str]) -> dict[str, dict[str, str]]:
+        return {v: {"x": v} for v in values}
+
+    assert bracket(grid(["0.002", "0.004", "0.008"]), "0.008", ["x"]).endswith("add x=0.016")  # geometric
+    assert bracket(grid(["0.1", "0.2", "0.3"]), "0.3", ["x"]).endswith("add x=0.4")  # arithmetic
+    assert bracket(grid(["-3", "-2", "-1"]), "-3", ["x"]).endswith("add x=-4")
+    assert bracket(grid(["0.002", "0.004", "0.008"]), "0.004", ["x"]) is None  # bracketed
+    assert bracket(grid(["relu", "tanh"]), "tanh", ["x"]) is None  # not numbers: no order to check
 
 
 def test_a_milestone_crossed_in_the_same_window_by_every_seed_is_not_a_point(tmp_path: Path) -> None:

@@ -50,8 +50,11 @@ def test_quantised_ties_get_the_resolution_not_a_zero_width_interval(paired: boo
     assert got.spreads == ((0.0,) if paired else (0.0, 0.0))
     assert (got.low, got.high) == (pytest.approx(6.2 - 0.22), pytest.approx(6.2 + 0.22))
     assert "zero spread" in got.notes[0] and "stands in" in got.notes[0]
-    # without a resolution it would have been a point: a confident verdict from quantisation alone
-    assert compare({1: 7.2, 2: 7.2}, {1: 1.0, 2: 1.0}).low == compare({1: 7.2, 2: 7.2}, {1: 1.0, 2: 1.0}).high
+    # without a known resolution it would be a point, a confident verdict from quantisation alone: undecided instead
+    unknown = compare({1: 7.2, 2: 7.2}, {1: 1.0, 2: 1.0})
+    assert not unknown.decided and "resolution unknown" in unknown.notes[0]
+    assert verdict(unknown, ONE_POINT).label == "inconclusive" and "resolution is not recorded" in verdict(
+        unknown, ONE_POINT).sentence  # fmt: skip
 
 
 def test_a_wide_interval_is_not_narrowed_by_the_resolution() -> None:
@@ -60,18 +63,19 @@ def test_a_wide_interval_is_not_narrowed_by_the_resolution() -> None:
     assert got.notes == ()
 
 
-def test_censoring_opens_the_interval_on_the_side_it_leaves_unknown() -> None:
-    """A variant run that never reached the milestone is a lower bound: the ratio can only be larger (open above);
-    a censored baseline run: smaller (open below); both: nothing is known."""
-    v, b = {1: 3.4, 2: 3.5, 3: 3.3}, {1: 1.6, 2: 1.5, 3: 1.7}
-    plain = compare(v, b)
-    above = compare(v, b, censored=(True, False))
-    below = compare(v, b, censored=(False, True))
-    both = compare(v, b, censored=(True, True))
-    assert above.low == plain.low and math.isinf(above.high) and above.high > 0
-    assert below.high == plain.high and math.isinf(below.low) and below.low < 0
-    assert math.isinf(both.low) and math.isinf(both.high)
-    assert "variant" in above.notes[0] and "baseline" in below.notes[0]
+def test_censored_runs_leave_no_interval_and_no_verdict() -> None:
+    """A run that never reached the milestone is only a lower bound, and as its value grows the t interval's near end
+    moves away too (the mean and the spread grow together): no end of it bounds anything. Variant log-ratios 3.4,
+    3.5 and a censored 3.55: filled in at 3.55 the t interval is [3.33, 3.97]; at 10, [-4.9, 16.5]."""
+    v, b = {1: 3.4, 2: 3.5, 3: 3.55}, {1: 1.6, 2: 1.5, 3: 1.7}
+    at_cap, later = compare(v, b), compare({**v, 3: 10.0}, b)
+    assert later.low < at_cap.low - 5  # a longer run would have moved the "lower bound" down, not up
+    for censored, side in (((True, False), "variant"), ((False, True), "baseline"), ((True, True), "both")):
+        got = compare(v, b, censored=censored)
+        assert (got.low, got.high, got.censored) == (-math.inf, math.inf, side)
+        result = verdict(got, Claim("cifar10", "speedup", 6.0, 1.0, "Figure 1"))
+        assert result.label == "inconclusive" and "raise trainer.max_epochs" in result.sentence
+        assert seeds_needed(got, 1.0) is None  # more seeds cannot close it
 
 
 def interval(low: float, high: float, spread: float = 1.0) -> Interval:
@@ -88,13 +92,16 @@ def interval(low: float, high: float, spread: float = 1.0) -> Interval:
         (-2.0, -0.5, "opposite"),  # excludes 0, on the other side
         (-0.3, 0.4, "no effect"),  # holds 0, misses the band
         (-0.8, 2.0, "inconclusive"),  # holds 0 and meets the band
-        (0.5, math.inf, "agrees"),  # open above (a censored variant): meets the band
-        (1.3, math.inf, "larger"),  # open above, beyond the band
-        (-math.inf, 0.5, "no effect"),  # open below, holds 0, misses the band
     ],
 )
 def test_each_verdict_against_the_claims_band(low: float, high: float, label: str) -> None:
     assert verdict(interval(low, high), ONE_POINT).label == label
+
+
+def test_a_band_that_straddles_no_effect_is_met_before_anything_is_called_opposite() -> None:
+    straddling = Claim("cifar10", "top1", 0.5, 1.0, "a rough figure")  # band [-0.5, 1.5]
+    assert verdict(interval(-0.4, -0.1), straddling).label == "agrees"
+    assert verdict(interval(-3.0, -2.0), straddling).label == "opposite"
 
 
 def test_a_claim_inside_or_outside_its_band() -> None:
@@ -111,7 +118,7 @@ def test_verdicts_on_a_log_ratio_scale() -> None:
     assert verdict(interval(math.log(5.5), math.log(5.9)), six).label == "agrees"  # 5.85x is inside 6 +- 1
     assert verdict(interval(math.log(1.5), math.log(2.5)), six).label == "smaller"
     assert verdict(interval(math.log(0.8), math.log(1.2)), six).label == "no effect"
-    assert verdict(interval(math.log(7.5), math.inf), six).label == "larger"
+    assert verdict(interval(math.log(7.5), math.log(9.0)), six).label == "larger"
 
 
 def test_a_band_that_reaches_no_effect_cannot_be_told_from_none() -> None:

@@ -122,6 +122,7 @@ class MilestoneStop(L.Callback):
         self.previous: tuple[float, float, float] | None = None  # (running error, epochs, seconds) after the last batch
         self.resumed: list[tuple[torch.Tensor, int, float, float]] = []  # pending batches from a checkpoint
         self.reached = False
+        self.crossing: list[float] = []  # (epochs, seconds, resolution) once reached: kept in checkpoints
         self.elapsed = 0.0  # training seconds before this (resumed) start
         self.start = 0.0
 
@@ -133,6 +134,7 @@ class MilestoneStop(L.Callback):
             "pending": [[float(w), n, e, s] for w, n, e, s in self.pending],
             "previous": self.previous,
             "reached": self.reached,
+            "crossing": list(self.crossing),
             "elapsed": self.elapsed + time.perf_counter() - self.start,
         }
 
@@ -141,6 +143,7 @@ class MilestoneStop(L.Callback):
         self.resumed = [(torch.tensor(w), int(n), float(e), float(s)) for w, n, e, s in state.get("pending", [])]
         self.previous = tuple(state["previous"]) if state["previous"] is not None else None
         self.reached, self.elapsed = bool(state["reached"]), float(state["elapsed"])
+        self.crossing = [float(v) for v in state.get("crossing", [])]
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         device = pl_module.device
@@ -150,7 +153,12 @@ class MilestoneStop(L.Callback):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: object, batch: object, batch_idx: int
     ) -> None:
-        if self.reached or not isinstance(outputs, dict) or "wrong" not in outputs:
+        if self.reached:  # a run resumed after its crossing (killed while testing): say it again, and stop
+            if self.crossing and not trainer.should_stop:
+                self._log(pl_module, *self.crossing)
+                trainer.should_stop = True
+            return
+        if not isinstance(outputs, dict) or "wrong" not in outputs:
             return
         epochs = trainer.current_epoch + (batch_idx + 1) / trainer.num_training_batches
         seconds = self.elapsed + time.perf_counter() - self.start
@@ -183,14 +191,21 @@ class MilestoneStop(L.Callback):
         previous, self.previous = self.previous, (error, epochs, seconds)
         if error > self.below:
             return False
-        # interpolated inside this batch, between the running error before it and after it
-        before, before_epochs, before_seconds = previous if previous is not None else (error, epochs, seconds)
-        share = 1.0 if before <= error else (before - self.below) / (before - error)
-        self.reached = True
-        pl_module.log(
-            "milestone/epochs", before_epochs + share * (epochs - before_epochs), on_epoch=True, on_step=False
-        )
-        pl_module.log("milestone/seconds", before_seconds + share * (seconds - before_seconds), on_epoch=True,
-                      on_step=False)  # fmt: skip
-        pl_module.log("milestone/resolution", batch_epochs, on_epoch=True, on_step=False)
+        if previous is None:  # below it in the first full window already: it crossed somewhere before, unknown where
+            at, when, resolution = epochs, seconds, epochs
+        else:  # interpolated inside this batch, between the running error before it and after it
+            before, before_epochs, before_seconds = previous
+            share = 1.0 if before <= error else (before - self.below) / (before - error)
+            at, when = (
+                before_epochs + share * (epochs - before_epochs),
+                before_seconds + share * (seconds - before_seconds),
+            )
+            resolution = batch_epochs
+        self.reached, self.crossing = True, [at, when, resolution]
+        self._log(pl_module, at, when, resolution)
         return True
+
+    @staticmethod
+    def _log(pl_module: L.LightningModule, epochs: float, seconds: float, resolution: float) -> None:
+        for name, value in (("epochs", epochs), ("seconds", seconds), ("resolution", resolution)):
+            pl_module.log(f"milestone/{name}", value, on_epoch=True, on_step=False)

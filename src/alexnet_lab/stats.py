@@ -33,6 +33,7 @@ class Interval:
     spreads: tuple[float, ...]  # (std of differences,) or (std variant, std baseline)
     resolution: tuple[float, float] = (0.0, 0.0)
     notes: tuple[str, ...] = ()  # what bounds it besides the t interval: the resolution, censored runs
+    censored: str = ""  # "variant", "baseline" or "both": some runs on that side never reached the milestone
 
     @property
     def decided(self) -> bool:
@@ -75,9 +76,8 @@ def compare(
     censored: tuple[bool, bool] = (False, False),
 ) -> Interval:
     """Runs keyed by seed: paired when both sides ran the same seeds (two or more), else Welch; then widened to the
-    ``resolution`` (below, above the estimate) and opened where runs are censored: ``censored`` = (some variant run,
-    some baseline run) stopped before the event, so its value is a lower bound. A censored variant leaves the
-    interval open above, a censored baseline open below."""
+    ``resolution`` (below, above the estimate); ``censored`` = (some variant run, some baseline run) stopped before
+    the event, so its value is only a lower bound (see :func:`censor`)."""
     if set(variant) == set(baseline) and len(variant) >= 2:
         seeds = sorted(variant, key=str)
         interval = paired_interval([variant[s] for s in seeds], [baseline[s] for s in seeds])
@@ -89,11 +89,17 @@ def compare(
 def widen(interval: Interval, resolution: tuple[float, float]) -> Interval:
     """The interval, covering at least ``resolution`` below and above its estimate."""
     below, above = resolution
-    if not interval.decided or (below == above == 0):
+    if not interval.decided:
+        return replace(interval, resolution=resolution)
+    zero_spread = all(s == 0 for s in interval.spreads)
+    if below == above == 0:
+        if zero_spread:  # a point interval would claim a precision nobody measured: undecided, and said why
+            unknown = "zero spread (every seed measured the same value) and the measurement's resolution unknown"
+            return replace(interval, low=math.nan, high=math.nan, notes=(*interval.notes, unknown))
         return replace(interval, resolution=resolution)
     low, high = min(interval.low, interval.estimate - below), max(interval.high, interval.estimate + above)
     notes = interval.notes
-    if all(s == 0 for s in interval.spreads):
+    if zero_spread:
         zero = (
             f"zero spread (every seed measured the same value): the resolution ({below:.2g} below, {above:.2g} above)"
         )
@@ -104,15 +110,16 @@ def widen(interval: Interval, resolution: tuple[float, float]) -> Interval:
 
 
 def censor(interval: Interval, variant: bool, baseline: bool) -> Interval:
-    """Open the interval where censored runs make it unknown (see :func:`compare`)."""
-    if not (variant or baseline) or not interval.decided:
+    """With censored runs no t interval applies: a run's value is only a lower bound, and as it grows the t interval's
+    near end moves away too (the mean and the spread grow together), so neither end bounds anything. The interval
+    is left open on both sides; the estimate, taken with those runs at their caps, is a lower bound when only
+    variant runs are censored and an upper bound when only baseline runs are."""
+    if not (variant or baseline):
         return interval
-    low, high, notes = interval.low, interval.high, interval.notes
-    if variant:
-        high, notes = math.inf, (*notes, "some variant runs never reached the milestone: open above")
-    if baseline:
-        low, notes = -math.inf, (*notes, "some baseline runs never reached the milestone: open below")
-    return replace(interval, low=low, high=high, notes=notes)
+    side = "both" if variant and baseline else "variant" if variant else "baseline"
+    what = {"variant": "some variant runs", "baseline": "some baseline runs", "both": "runs on both sides"}[side]
+    note = f"{what} never reached the milestone: no interval until they do"
+    return replace(interval, low=-math.inf, high=math.inf, censored=side, notes=(*interval.notes, note))
 
 
 @dataclass(frozen=True)
@@ -152,7 +159,7 @@ def seeds_needed(interval: Interval, gap: float, cap: int = 10_000) -> int | Non
     """Seeds (per variant) that would bring the interval's half-width under half of ``gap`` (the distance from no
     effect to the claim's band), at the observed spread; None without a spread to extrapolate from."""
     target = abs(gap) / 2
-    if any(math.isnan(s) for s in interval.spreads) or target == 0:
+    if any(math.isnan(s) for s in interval.spreads) or target == 0 or interval.censored:
         return None
     floor = max(interval.resolution)
     for n in range(2, cap + 1):
@@ -163,7 +170,7 @@ def seeds_needed(interval: Interval, gap: float, cap: int = 10_000) -> int | Non
             df = (va + vb) ** 2 / ((va**2 + vb**2) / (n - 1)) if va + vb else n - 1
             half = stats.t.ppf(0.5 + LEVEL / 2, df) * math.sqrt(va + vb)
         if max(half, floor) < target:
-            return n
+            return max(n, interval.n + 1)  # never fewer seeds than already ran
         if floor >= target:
             return None
     return cap
@@ -179,16 +186,23 @@ def verdict(interval: Interval, claim: Claim) -> Verdict:
     """What the interval says of the claim's band: *agrees* (excludes no effect, meets the band), *smaller* or
     *larger* (excludes no effect, misses the band on that side), *opposite* (excludes no effect on the other
     side), *no effect* (holds no effect, misses the band), *inconclusive* (holds no effect and meets the band)."""
+    if interval.censored:
+        return Verdict("inconclusive", "inconclusive: some runs never reached the milestone within their epoch cap, "
+                       "so their values are only lower bounds; raise trainer.max_epochs and resume them (the same "
+                       "multirun with its hydra.sweep.dir) to decide it")  # fmt: skip
     if not interval.decided:
+        if any("resolution unknown" in note for note in interval.notes):
+            return Verdict("inconclusive", "inconclusive: every seed measured the same value and the measurement's "
+                           "resolution is not recorded, so no interval can be given")  # fmt: skip
         return Verdict("inconclusive", "inconclusive: one run a side gives no interval; run at least two seeds each")
     none, (low, high) = claim.none, claim.band
     meets = interval.low <= high and interval.high >= low
     side = 1.0 if claim.value - (1.0 if claim.ratio else 0.0) >= 0 else -1.0  # the claim's direction
     if not interval.holds(none):
-        if (interval.estimate - none) * side < 0:
-            return Verdict("opposite", "opposite to the claim: the interval excludes no effect, on the other side")
         if meets:
             return Verdict("agrees", "agrees with the claim: the interval excludes no effect and meets its band")
+        if (interval.estimate - none) * side < 0:
+            return Verdict("opposite", "opposite to the claim: the interval excludes no effect, on the other side")
         if (interval.high < low) == (side > 0):
             return Verdict(
                 "smaller", "smaller than the claim: the interval excludes no effect and lies short of its band"

@@ -5,6 +5,7 @@ here renders."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import statistics
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ class Row:
     jobs: list[Job]
     tuned: dict[str, str] = field(default_factory=dict)  # the chosen value of each tuned key
     unbracketed: str | None = None  # why the chosen setting is not bracketed by its grid, and what to add
+    unchosen: str | None = None  # why no setting of a tuned key is chosen yet
     stats: dict[str, tuple[float, float]] = field(default_factory=dict)  # metric -> (mean, std) over finished seeds
     diffs: dict[str, Interval] = field(default_factory=dict)  # metric -> variant - baseline
     lrn: dict[str, tuple[float, float]] = field(default_factory=dict)  # layer -> mean (median, p99) divisor
@@ -78,6 +80,12 @@ class Check:
     @property
     def measured(self) -> str:
         i = self.interval
+        if i.censored == "variant":
+            return f"≥ {self.shown(i.estimate)} (runs that never reached it counted at their cap; no interval)"
+        if i.censored == "baseline":
+            return f"≤ {self.shown(i.estimate)} (baseline runs that never reached it counted at their cap; no interval)"
+        if i.censored:
+            return f"{self.shown(i.estimate)} (runs on both sides never reached it; no interval)"
         if not i.decided:
             return f"{self.shown(i.estimate)} (no interval: one run a side)"
         if math.isinf(i.high) and math.isinf(i.low):
@@ -136,13 +144,13 @@ def _protocols(config: dict[str, Any]) -> dict[str, str]:
     return {s: views.get(data.get(f"{s}_protocol"), "one view") if cropped else "one view" for s in ("test", "val")}
 
 
-def rank(jobs: list[Job]) -> tuple[int, float]:
+def rank(jobs: list[Job]) -> tuple[float, float]:
     """How fast a setting reaches the milestone: (runs that never reached it, mean epochs of those that did). A run
-    that never got there ranks behind every run that did, whatever its epoch cap; a setting with no finished run
-    ranks last."""
-    marks = [m for j in jobs if (m := j.milestone_epochs) is not None]
+    that never got there (its cap ran out, or it failed: diverged) ranks behind every run that did, whatever its
+    epoch cap; a setting without a completed run ranks last."""
+    marks = [j.milestone_epochs or (math.inf, False) for j in jobs if j.status in ("finished", "failed")]
     if not marks:
-        return len(jobs) + 1, math.inf
+        return math.inf, math.inf
     reached = [e for e, ok in marks if ok]
     return len(marks) - len(reached), statistics.fmean(reached) if reached else math.inf
 
@@ -167,16 +175,26 @@ def bracket(settings: dict[str, dict[str, str]], chosen: str, keys: list[str]) -
     """None when the chosen setting of every tuned key lies inside its grid (a value tried on either side); else what
     is missing, and the value to add (the grid's step continued)."""
     for key in keys:
-        values = sorted({v for s in settings.values() if (v := _number(s[key])) is not None})
+        if any(_number(s[key]) is None for s in settings.values()):
+            continue  # not numbers: no order to be inside of
+        values = sorted({_number(s[key]) for s in settings.values()})
         value = _number(settings[chosen][key])
-        if value is None or len(values) < 2:
-            return f"{key} was tried at one value only; add a lower and a higher one"
-        if value == values[0] or value == values[-1]:
-            edge, inner = (values[0], values[1]) if value == values[0] else (values[-1], values[-2])
-            step = edge / inner if inner and edge / inner > 0 else None
-            beyond = f"{edge * step:.6g}" if step else "a value beyond it"
-            where = "bottom" if value == values[0] else "top"
-            return f"{key}={value:g} is the {where} of its grid ({', '.join(f'{v:g}' for v in values)}); add {key}={beyond}"
+        if len(values) < 2:
+            return f"{key}={value:g} was the only value tried; add a lower and a higher one"
+        if value in (values[0], values[-1]):
+            top = value == values[-1]
+            edge, inner = (values[-1], values[-2]) if top else (values[0], values[1])
+            steps = [b - a for a, b in itertools.pairwise(values)]
+            ratios = [b / a for a, b in itertools.pairwise(values)] if all(v > 0 for v in values) else []
+            if ratios and max(ratios) - min(ratios) < 1e-9 * max(ratios) or (ratios and len(values) == 2):
+                beyond = edge * ratios[0] if top else edge / ratios[0]  # a geometric grid continued
+            elif max(steps) - min(steps) < 1e-9 * max(abs(s) for s in steps):
+                beyond = edge + steps[0] if top else edge - steps[0]  # an arithmetic grid continued
+            else:
+                beyond = edge + (edge - inner)
+            where = "top" if top else "bottom"
+            grid = ", ".join(f"{v:g}" for v in values)
+            return f"{key}={value:g} is the {where} of its grid ({grid}); add {key}={beyond:.6g}"
     return None
 
 
@@ -199,34 +217,44 @@ def build_report(sweep: Path) -> Report:
     configured = [str(s) for s in ablation.get("selection_seeds") or []]
 
     for label, (values, group) in _group(jobs, keys).items():
-        chosen, tuned, unbracketed = group, {}, None
+        chosen, tuned, unbracketed, why = group, {}, None, None
         if tune:  # each variant takes the setting of the tuned keys that reaches the milestone fastest
             settings = _group(group, tune)
             # chosen on the selection seeds (the configured ones, else those every setting ran), compared on the
-            # selection seeds every setting finished; never reused in the estimate
+            # selection seeds every setting completed (finished, or failed: a failure never reached the milestone);
+            # never reused in the estimate
             selection = set(configured) or set.intersection(*({str(j.seed) for j in js} for _, js in settings.values()))
-            finished = [{str(j.seed) for j in js if j.status == "finished" and str(j.seed) in selection}
-                        for _, js in settings.values()]  # fmt: skip
-            shared = set.intersection(*finished) if finished else set()
+            completed = [{str(j.seed) for j in js if j.status in ("finished", "failed") and str(j.seed) in selection}
+                         for _, js in settings.values()]  # fmt: skip
+            shared = set.intersection(*completed) if completed else set()
+            waiting = sorted({str(j.seed) for _, js in settings.values() for j in js
+                              if str(j.seed) in selection and j.status not in ("finished", "failed")})  # fmt: skip
             tried = {s: [j for j in js if str(j.seed) in shared] for s, (_, js) in settings.items()}
-            best = min(settings, key=lambda s: rank(tried[s]))
-            tuned = settings[best][0]
-            chosen = [j for j in settings[best][1] if str(j.seed) not in selection]
-            report.unchosen += [j for s, (_, js) in settings.items() for j in js if s != best or j not in chosen]
+            ranks = {s: rank(tried[s]) for s in settings}
+            best = min(settings, key=lambda s: ranks[s])
             report.selection_seeds = sorted(selection | set(report.selection_seeds), key=lambda s: (len(s), s))
-            unbracketed = bracket({s: v for s, (v, _) in settings.items()}, best, tune) if shared else None
+            if waiting or not shared or math.isinf(ranks[best][1]):  # no choice yet: no estimate, no verdict
+                why = (f"selection runs not finished yet (seeds {','.join(waiting)})" if waiting else
+                       f"no run on the selection seeds {','.join(sorted(selection))} yet" if not shared else
+                       "no setting reached the milestone on the selection seeds: widen the grid or raise the cap")  # fmt: skip
+                chosen, tuned, unbracketed, best = [], {}, None, ""
+            else:
+                tuned = settings[best][0]
+                chosen = [j for j in settings[best][1] if str(j.seed) not in selection]
+                unbracketed = bracket({s: v for s, (v, _) in settings.items()}, best, tune)
+            report.unchosen += [j for s, (_, js) in settings.items() for j in js if s != best or j not in chosen]
             on = f"seed{'s' if len(shared) > 1 else ''} {','.join(sorted(shared))}" if shared else "no seed yet"
             for setting, setting_jobs in tried.items():
-                missed, epochs = rank(setting_jobs)
-                done = [j for j in setting_jobs if j.milestone_epochs is not None]
+                missed, epochs = ranks[setting]
+                done = [j for j in setting_jobs if j.status in ("finished", "failed")]
                 if not done:
-                    outcome = "no finished run on the selection seeds"
+                    outcome = "no completed run on the selection seeds"
                 else:
-                    reached = len(done) - missed
+                    reached = len(done) - int(missed)
                     outcome = f"{epochs:.2f} epochs" if reached else "never reached"
                     outcome += f" ({reached}/{len(done)} reached, {on})"
                 report.tuning.append((label, setting + (" (chosen)" if setting == best else ""), outcome))
-        report.rows.append(Row(label, values, chosen, tuned, unbracketed))
+        report.rows.append(Row(label, values, chosen, tuned, unbracketed, unchosen=why if tune and not tuned else None))
 
     wanted = {k: str(v).lower() for k, v in (ablation.get("baseline") or {}).items()}
     report.baseline = next(
@@ -289,14 +317,13 @@ def _error_step(jobs: list[Job]) -> float:
 
 
 def _milestone_resolution(a: list[tuple[float, float]], b: list[tuple[float, float]]) -> tuple[float, float]:
-    """How far the log of mean(a) / mean(b) can move when each run's epochs are known to ± its resolution
-    (below, above the estimate): lists of (epochs, resolution)."""
-    ea, ra = statistics.fmean(e for e, _ in a), statistics.fmean(r for _, r in a)
-    eb, rb = statistics.fmean(e for e, _ in b), statistics.fmean(r for _, r in b)
-    ratio = math.log(ea / eb)
-    above = math.log((ea + ra) / max(eb - rb, 1e-9)) - ratio
-    below = ratio - math.log(max(ea - ra, 1e-9) / (eb + rb))
-    return below, above
+    """How far the estimate, mean(log a) - mean(log b), can move when each run's epochs are known only to ± its own
+    resolution (below, above): the worst case, run by run; lists of (epochs, resolution) of runs that reached."""
+
+    def shift(runs: list[tuple[float, float]], sign: float) -> float:
+        return statistics.fmean(math.log(max(e + sign * r, 1e-9) / e) for e, r in runs)
+
+    return shift(b, 1.0) - shift(a, -1.0), shift(a, 1.0) - shift(b, -1.0)
 
 
 def _checks(report: Report) -> list[Check]:
@@ -322,9 +349,9 @@ def _checks(report: Report) -> list[Check]:
                 theirs = [(j, m) for j in base.finished if (m := j.milestone_epochs) and m[0] > 0]
                 if not (ours and theirs):
                     continue
-                resolution = _milestone_resolution(
-                    [(m[0], j.milestone_resolution) for j, m in ours],
-                    [(m[0], j.milestone_resolution) for j, m in theirs],
+                resolution = _milestone_resolution(  # over the runs that reached it (the others: no interval)
+                    [(m[0], j.milestone_resolution) for j, m in ours if m[1]] or [(1.0, 0.0)],
+                    [(m[0], j.milestone_resolution) for j, m in theirs if m[1]] or [(1.0, 0.0)],
                 )
                 interval = compare(
                     {j.seed: math.log(m[0]) for j, m in ours},

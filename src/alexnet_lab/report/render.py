@@ -99,7 +99,8 @@ def _stage_two(report: Report, row: Row) -> str:
     experiment = f"experiment={report.experiment} " if report.experiment else ""
     budget = f"budget={report.budget} " if report.budget else ""
     settings = " ".join(f"{k}={v}" for k, v in {**row.values, **row.tuned}.items())
-    return f"alexnet-train -m {experiment}{budget}{settings} seed=1,2,3,4,5 hydra.sweep.dir={report.sweep}"
+    seeds = [s for s in range(1, 100) if str(s) not in report.selection_seeds][:5]  # never a selection seed
+    return f"alexnet-train -m {experiment}{budget}{settings} seed={','.join(map(str, seeds))} hydra.sweep.dir={report.sweep}"
 
 
 def val_is_test(report: Report) -> bool:
@@ -188,6 +189,8 @@ def to_markdown(report: Report) -> str:
             if row.unbracketed:
                 lines.append(f"- **{text(row.label)}: not bracketed.** Its fastest {text(row.unbracketed)} on the "
                              "selection seeds, and run the sweep again.")  # fmt: skip
+            elif row.unchosen:
+                lines.append(f"- **{text(row.label)}: no setting chosen**: {text(row.unchosen)}.")
             elif not row.jobs and row.tuned:
                 lines.append(f"- {text(row.label)}: no estimation seeds yet; run `{text(_stage_two(report, row))}`")
     lrn_rows = [row for row in report.rows if row.lrn]
