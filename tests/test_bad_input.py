@@ -88,7 +88,9 @@ def test_missing_data_is_one_line_and_leaves_nothing(cli_env: dict, tmp_path: Pa
     assert proc.returncode == 2
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith(f"error: no CIFAR-10 data at {tmp_path}/data/cifar10")
-    assert last.endswith("set data.path (or ALEXNET_CIFAR10) to one, or data.download=true")
+    assert last.endswith(
+        "set data.path (once per machine: conf/local/default.yaml, or ALEXNET_CIFAR10) to one, or data.download=true"
+    )
     assert "Traceback" not in proc.stderr
     assert leftovers(tmp_path / "logs") == []
 

@@ -111,7 +111,10 @@ def test_loaders_yield_normalised_float_batches(batches_dir: Path, tmp_path: Pat
 
 def test_no_data_names_the_path_and_the_fix(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DataError, match=r"no CIFAR-10 data at .*empty.*set data.path \(or ALEXNET_CIFAR10\)"):
+    with pytest.raises(
+        DataError,
+        match=r"no CIFAR-10 data at .*empty.*set data.path \(once per machine: conf/local/default.yaml, or ALEXNET_CIFAR10\)",
+    ):
         datamodule(tmp_path / "empty", tmp_path / "c")
     assert not (tmp_path / "c").exists()
 

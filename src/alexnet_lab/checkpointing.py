@@ -143,6 +143,28 @@ class BestAndLastCheckpoint(ModelCheckpoint):
                     stale.unlink()
                     log.info("removed %s, left by a save that was killed", stale)
 
+    def _inside(self, path: object) -> bool:
+        """A plain local file directly in this callback's folder (no protocol, no way out)."""
+        folder = Path(self.dirpath).resolve() if self.dirpath else None
+        return (
+            isinstance(path, str) and "://" not in path and folder is not None and Path(path).resolve().parent == folder
+        )
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Lightning's restore, if every path the state names is a file in this run's checkpoints folder. A checkpoint
+        from elsewhere could name any path (a later save deletes the "worse" ones); a run dir moved since names its
+        old place. Either way its best and top-k bookkeeping starts afresh instead."""
+        named = [state_dict.get(k) for k in ("best_model_path", "kth_best_model_path", "last_model_path")]
+        named += list(state_dict.get("best_k_models") or {})
+        if all(self._inside(p) for p in named if p):
+            super().load_state_dict(state_dict)
+        else:
+            log.info("checkpoint state names files outside %s: best and top-k bookkeeping start afresh", self.dirpath)
+
+    def _remove_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        if self._inside(filepath):  # never anything but this run's own checkpoint files
+            super()._remove_checkpoint(trainer, filepath)
+
     def format_checkpoint_name(self, metrics: dict[str, Any], filename: str | None = None, ver: int | None = None,
                                prefix: str | None = None) -> str:  # fmt: skip
         """``epoch001-...`` for the first epoch: files count epochs as the console line and TensorBoard do."""

@@ -23,18 +23,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from hydra import compose
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from alexnet_lab.checkpointing import CheckpointWriteError, UnsafeCheckpoint, newest_checkpoint, safe_load
 from alexnet_lab.data import DataError
 from alexnet_lab.files import atomic_write
 from alexnet_lab.module import TrainingDiverged
-from alexnet_lab.trust import Refused, check_config, check_overrides
+from alexnet_lab.trust import Refused, check_config, check_overrides, check_values
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +60,12 @@ def run_dir_lock(run_dir: Path) -> Iterator[None]:
     if int(os.environ.get("SLURM_PROCID", os.environ.get("RANK", "0")) or 0) != 0:
         yield
         return
-    fd = os.open(run_dir / ".lock", os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    try:
+        fd = os.open(run_dir / ".lock", os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    except OSError as err:
+        raise ConfigError(
+            f"cannot lock {run_dir / '.lock'} ({err.strerror}); it must be a plain file: remove it"
+        ) from err
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -150,9 +157,26 @@ def run_dir_for(runs: str, name: str | None, ckpt_path: str | None, run_dir: str
     return f"{runs}/{run_id()}" + (f"_{name}" if name else "")
 
 
+LINKLESS = (
+    ".hydra",
+    "checkpoints",
+    "csv",
+    "wandb",
+    "train.log",
+    "eval.log",
+    "predict.log",
+    ".lock",
+)  # written in a run dir
+
+
 def hydra_subdir_for(ckpt_path: str | None, output_dir: str | None = None) -> str:
     """Where Hydra saves the composed config: a resumed run, or a sweep job started again in a dir that already
     holds a run, keeps its original .hydra/ as it was and adds a subfolder."""
+    if output_dir and any(p.is_symlink() for p in (Path(output_dir), *(Path(output_dir) / n for n in LINKLESS))):
+        # exit here: an exception would reach the user wrapped in Hydra's resolver traceback
+        print(f"error: {output_dir} holds a link where the run writes ({', '.join(LINKLESS)}); a run dir is written "
+              "only in place: remove the link", file=sys.stderr)  # fmt: skip
+        sys.exit(2)
     if ckpt_path == "last":
         return f".hydra/resume_{run_id()}"
     if output_dir and (Path(output_dir) / "metrics.json").exists():
@@ -349,19 +373,26 @@ def resume_config(cfg: DictConfig, run_dir: Path) -> tuple[DictConfig, Path]:
             f"{restored[0]}: a resumed run restores its optimizer and schedule from the checkpoint, so this would be "
             "ignored; resume without it (or start a new run)"
         )
-    stored = OmegaConf.load(original)
+    try:
+        stored = OmegaConf.load(original) if not original.is_symlink() else None
+    except (OSError, ValueError, RecursionError, yaml.YAMLError, OmegaConfBaseException) as err:
+        raise ConfigError(
+            f"{original} is unreadable ({type(err).__name__}); it was not written by alexnet-train"
+        ) from err
     if not OmegaConf.is_list(stored):
-        raise ConfigError(f"{original} is not a list of overrides; it was not written by alexnet-train")
-    # as written (iterating the ListConfig would resolve interpolations), and only what the project's configs offer
-    stored = check_overrides(OmegaConf.to_container(stored, resolve=False), str(original))
+        raise ConfigError(f"{original} is not a list of overrides (or is a link); it was not written by alexnet-train")
+    # as written (iterating the ListConfig would resolve interpolations); today's values win; the rest may only
+    # select what the project's configs offer
+    stored = [str(o) for o in OmegaConf.to_container(stored, resolve=False)]
     before = [o for o in stored if key(o) not in {key(t) for t in today} | {"ckpt_path", "run_dir"}]
+    before = check_overrides(before, str(original))
     resumed = compose(config_name=hc.job.config_name, overrides=[*before, *today])
-    check_config(OmegaConf.to_container(resumed, resolve=False), f"the config resumed from {run_dir}", values=False)
+    check_config(OmegaConf.to_container(resumed, resolve=False), f"the config resumed from {run_dir}")
     if "seed" not in {key(o) for o in today} and (record := run_dir / "metrics.json").is_file():
-        try:  # the seed drawn at the start
-            seed = json.loads(record.read_text()).get("seed", resumed.seed)
-        except (ValueError, AttributeError) as err:
-            raise ConfigError(f"{record} is unreadable ({err}); give seed=<the run's seed> to resume it") from err
+        stored_record = read_record(record)  # the seed drawn at the start
+        if stored_record is None:
+            raise ConfigError(f"{record} is unreadable; give seed=<the run's seed> to resume it")
+        seed = stored_record.get("seed", resumed.seed)
         if seed is not None and not valid_seed(seed):
             raise ConfigError(f"{record} holds seed={seed!r}, not one in 0..{MAX_SEED}; give seed=<the run's seed>")
         resumed.seed = seed
@@ -424,14 +455,11 @@ def previous_attempt(cfg: DictConfig, run_dir: Path) -> tuple[dict | None, Path 
     path = run_dir / "metrics.json"
     if not path.is_file():
         return None, None
-    try:
-        record = json.loads(path.read_text())
-        if not isinstance(record, dict):
-            raise TypeError(f"a JSON {type(record).__name__}")
-    except (ValueError, TypeError, UnicodeDecodeError) as err:  # no result to keep: set aside, run again
+    record = read_record(path)
+    if record is None:  # no result to keep: set aside, run again
         aside = path.with_name(f"metrics.unreadable-{run_id()}.json")
         path.rename(aside)
-        log.warning("%s was unreadable (%s): kept as %s, the job runs again from the start", path, err, aside.name)
+        log.warning("%s was unreadable: kept as %s, the job runs again from the start", path, aside.name)
         _clear_attempt(run_dir)
         return None, None
     if cfg.seed is None and isinstance(record.get("seed"), int) and valid_seed(record["seed"]):
@@ -455,11 +483,8 @@ def previous_attempt(cfg: DictConfig, run_dir: Path) -> tuple[dict | None, Path 
 
 def earlier_seconds(run_dir: Path) -> float:
     """The training seconds an interrupted attempt in ``run_dir`` recorded (0 if none): a resumed run adds its own."""
-    try:
-        record = json.loads((run_dir / "metrics.json").read_text())
-    except (OSError, ValueError):
-        return 0.0
-    ok = isinstance(record, dict) and record.get("status") in ("interrupted", "running")
+    record = read_record(run_dir / "metrics.json")
+    ok = record is not None and record.get("status") in ("interrupted", "running")
     seconds = record.get("seconds") if ok else None
     return float(seconds) if isinstance(seconds, (int, float)) and seconds >= 0 else 0.0
 
@@ -487,12 +512,47 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         ) from err
     except Exception as err:
         raise ConfigError(f"checkpoint {path} is unreadable ({type(err).__name__}); pick another file") from err
-    trained = ckpt.get("hyper_parameters", {}).get("run_config")
-    if not isinstance(trained, dict) or not isinstance(trained.get("model"), dict):
-        raise ConfigError(f"checkpoint {path} was not written by alexnet-train (no run_config); pick one that was")
-    # its config is data: what is built from it (the network and the data) only as the project's configs offer
-    check_config({k: trained[k] for k in ("model", "data") if k in trained}, f"checkpoint {path}")
+    hparams = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
+    trained = hparams.get("run_config") if isinstance(hparams, dict) else None
+    shaped = (
+        isinstance(trained, dict)
+        and all(isinstance(trained.get(k), dict) for k in ("model", "data"))
+        and isinstance(ckpt.get("state_dict"), dict)
+        and all(isinstance(v, torch.Tensor) for v in ckpt["state_dict"].values())
+        and trained.get("channels_last", False) in (True, False, "auto")
+    )
+    if not shaped:
+        raise ConfigError(f"checkpoint {path} was not written by alexnet-train (no run_config, model, data and "
+                          "state_dict of its shape); pick one that was")  # fmt: skip
+    # its config is data: no value is an interpolation, and what is built from it (the network and the data) only as
+    # the project's configs offer
+    check_values(trained, f"checkpoint {path}")
+    check_config({k: trained[k] for k in ("model", "data")}, f"checkpoint {path}")
+    if trained["model"].get("weights") is not None:  # torchvision's classes would download them
+        raise ConfigError(f"checkpoint {path}: model.weights={trained['model']['weights']!r}; its weights are in the "
+                          "checkpoint, nothing is downloaded: pick one trained by alexnet-train")  # fmt: skip
     return ckpt
+
+
+def restored(ckpt: dict[str, Any], cfg: DictConfig) -> tuple[DictConfig, DictConfig]:
+    """(model, data) configs to rebuild a checkpoint's network and data on this machine: its own, with the keys set
+    in today's ``data`` on top; derived files (decoded caches, resized copies) go under this machine's data dir unless
+    today's ``data.cache_dir`` says otherwise, never where the checkpoint's config points."""
+    trained = OmegaConf.create(ckpt["hyper_parameters"]["run_config"])
+    data = OmegaConf.merge(trained.data, {k: v for k, v in cfg.data.items() if v is not None})
+    if cfg.data.get("cache_dir") is None:
+        kind = "imagenet" if "ImageNet" in str(data.get("_target_", "")) else "cifar10"
+        data.cache_dir = str(Path(cfg.paths.data_dir) / kind)
+    return trained.model, data
+
+
+def class_count(data: DictConfig, path: Path) -> int:
+    """The class count a checkpoint's data config records (its network's output width)."""
+    count = data.get("num_classes")
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ConfigError(f"checkpoint {path} records data.num_classes={count!r}, not a class count; pick one written "
+                          "by alexnet-train")  # fmt: skip
+    return count
 
 
 def check_fits(ckpt: dict[str, Any], module: torch.nn.Module, path: Path) -> None:
@@ -578,10 +638,20 @@ def run_guarded(task: Callable[[DictConfig, Path], dict], cfg: DictConfig) -> di
         raise
 
 
+def read_record(path: Path) -> dict[str, Any] | None:
+    """A ``metrics.json`` as a dict, or None when there is none or it is not one (a file from elsewhere)."""
+    try:
+        record = json.loads(path.read_text()) if path.is_file() and not path.is_symlink() else None
+    except (OSError, ValueError, RecursionError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
 def _record_failure(run_dir: Path, message: str) -> None:
-    """Mark this run failed; a record this run did not start (a resumed run's earlier result) stays as it was."""
+    """Mark this run failed; a record this run did not start (a resumed run's earlier result) stays as it was, and so
+    does one that cannot be read."""
     path = run_dir / "metrics.json"
-    record = json.loads(path.read_text()) if path.exists() else {"status": "running"}
-    if record.get("status") == "running":
+    record = read_record(path) if path.exists() else {"status": "running"}
+    if record is not None and record.get("status") == "running":
         record.update(status="failed", error=message)
         write_json(path, record)

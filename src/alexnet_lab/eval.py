@@ -27,20 +27,20 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     cli.check_override_types(cfg)
     ckpt_path = Path(cfg.ckpt_path).expanduser().resolve()
     ckpt = cli.load_checkpoint(ckpt_path)
-    trained = OmegaConf.create(ckpt["hyper_parameters"]["run_config"])
-    # the checkpoint's own data config (normalisation, classes), with any key set in eval.yaml on top
-    data_cfg = OmegaConf.merge(trained.data, {k: v for k, v in cfg.data.items() if v is not None})
+    # the checkpoint's own network and data config (normalisation, classes), with any key set in eval.yaml on top
+    model_cfg, data_cfg = cli.restored(ckpt, cfg)
+    built = OmegaConf.create({"model": model_cfg, "data": data_cfg})
     module = Classifier(
-        net=instantiate(trained.model),
+        net=cli.build_node(built, "model"),
         optimizer=None,
-        num_classes=trained.data.num_classes,
-        channels_last=trained.get("channels_last", False),  # the same kernels as at training time
+        num_classes=cli.class_count(data_cfg, ckpt_path),
+        channels_last=ckpt["hyper_parameters"]["run_config"].get("channels_last", False),  # as at training time
     )
     cli.check_fits(ckpt, module, ckpt_path)
     module.load_state_dict(ckpt["state_dict"])
     trainer = instantiate(cfg.trainer, logger=[instantiate(c) for c in cfg.logger.values() if c] or False)
     start = time.perf_counter()
-    datamodule = instantiate(data_cfg)
+    datamodule = cli.build_node(built, "data")
     trainer.test(module, datamodule=datamodule, verbose=False)
     record = {
         "status": "finished",
@@ -53,7 +53,7 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "final": {k: float(v) for k, v in sorted(trainer.callback_metrics.items()) if k.startswith("test/")},
         "data": datamodule.describe(),  # the split tested and, for ImageNet, its evaluation views
         "subset": subset(cfg.trainer),  # non-empty: only part of the split was tested (e.g. limit_test_batches)
-        "config": {"model": OmegaConf.to_container(trained.model), "data": OmegaConf.to_container(data_cfg)},
+        "config": {"model": OmegaConf.to_container(model_cfg), "data": OmegaConf.to_container(data_cfg)},
     }
     cli.write_json(run_dir / "metrics.json", record)
     log.info("metrics: %s", {k: round(v, 3) for k, v in record["final"].items()})

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TextIO
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], object], sync: bool = True) -> None:
@@ -28,3 +30,17 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object], sync: bool = T
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+class NoFollowFileHandler(logging.FileHandler):
+    """The run's log file, appended to as logging.FileHandler does, but never through a link planted at its name."""
+
+    def _open(self) -> TextIO:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0)
+        try:
+            fd = os.open(self.baseFilename, flags, 0o644)
+        except OSError as err:  # Hydra sets logging up before any code of ours runs: say it here, in one line
+            sys.stderr.write(f"error: cannot open the run's log {self.baseFilename} ({err.strerror}); a run dir is "
+                             "written only in place: remove what lies at that name\n")  # fmt: skip
+            raise SystemExit(2) from err
+        return os.fdopen(fd, "a", encoding=self.encoding, errors=self.errors)

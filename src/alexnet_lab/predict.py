@@ -20,7 +20,6 @@ import hydra
 import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torchmetrics.classification import MulticlassConfusionMatrix
 
@@ -139,16 +138,18 @@ def predict(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         raise cli.ConfigError(f"predict.distance={options.distance!r}: use euclidean or cosine")
     ckpt_path = Path(cfg.ckpt_path).expanduser().resolve()
     ckpt = cli.load_checkpoint(ckpt_path)
-    trained = OmegaConf.create(ckpt["hyper_parameters"]["run_config"])
-    data_cfg = OmegaConf.merge(trained.data, {k: v for k, v in cfg.data.items() if v is not None})
-    module = Classifier(net=instantiate(trained.model), optimizer=None, num_classes=trained.data.num_classes)
+    model_cfg, data_cfg = cli.restored(ckpt, cfg)
+    built = OmegaConf.create({"model": model_cfg, "data": data_cfg})
+    module = Classifier(
+        net=cli.build_node(built, "model"), optimizer=None, num_classes=cli.class_count(data_cfg, ckpt_path)
+    )
     cli.check_fits(ckpt, module, ckpt_path)
     module.load_state_dict(ckpt["state_dict"])
     if cfg.device not in ("auto", "cpu", "cuda"):
         raise cli.ConfigError(f"device={cfg.device!r}: use auto, cpu or cuda")
     device = torch.device("cuda" if torch.cuda.is_available() and cfg.device != "cpu" else "cpu")
     net = module.net.to(device).eval()
-    datamodule = instantiate(data_cfg)
+    datamodule = cli.build_node(built, "data")
     datamodule.prepare_data()
     datamodule.setup("test")
     test, train = datamodule.test_split, "train"

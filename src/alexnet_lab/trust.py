@@ -26,11 +26,12 @@ class Refused(ValueError):
 
 
 @functools.cache
-def offered() -> frozenset[tuple[str, str]]:
-    """(place, target) of every ``_target_`` in the project's configs: ``("model", "alexnet_lab.models.AlexNet")``,
-    ``("trainer.plugins.*", ...)``; a config group's file puts its content under the group's name."""
+def offered() -> frozenset[tuple[str, str, str]]:
+    """(place, key, value) of every instantiation key in the project's configs: ``("model", "_target_",
+    "alexnet_lab.models.AlexNet")``, ``("trainer.plugins.*", "_target_", ...)``, ``("optimizer", "_partial_", "True")``;
+    a config group's file puts its content under the group's name."""
     root = Path(conf.__file__).parent
-    found: set[tuple[str, str]] = set()
+    found: set[tuple[str, str, str]] = set()
     for path in root.rglob("*.yaml"):
         head = path.read_text().split("\n", 1)[0]
         group = ".".join(path.relative_to(root).parts[:-1])
@@ -38,36 +39,42 @@ def offered() -> frozenset[tuple[str, str]]:
             group = ""
         elif match := re.search(r"@package (\S+)", head):
             group = match.group(1)
-        node = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
-        for place, target in _targets(node, group):
-            found.add((place, target))
+        found.update(_specials(OmegaConf.to_container(OmegaConf.load(path), resolve=False), group))
     return frozenset(found)
 
 
-def _targets(node: Any, place: str) -> list[tuple[str, str]]:
-    """(place, target) of each ``_target_`` under ``node``; list items are ``*``."""
+SPECIAL = re.compile(r"^_\w+_$")  # Hydra's instantiation keys: _target_, _partial_, _args_, _recursive_, _convert_
+
+
+def _specials(node: Any, place: str) -> list[tuple[str, str, str]]:
+    """(place, key, value) of each of Hydra's instantiation keys under ``node``; list and tuple items are ``*``."""
     out = []
     if isinstance(node, dict):
-        if "_target_" in node:
-            out.append((place, str(node["_target_"])))
+        out += [(place, str(k), str(v)) for k, v in node.items() if SPECIAL.match(str(k))]
         for key, value in node.items():
-            out += _targets(value, f"{place}.{key}" if place else str(key))
-    elif isinstance(node, list):
+            out += _specials(value, f"{place}.{key}" if place else str(key))
+    elif isinstance(node, (list, tuple)):
         for value in node:
-            out += _targets(value, f"{place}.*" if place else "*")
+            out += _specials(value, f"{place}.*" if place else "*")
     return out
 
 
-def check_config(tree: Any, source: str, values: bool = True) -> None:
-    """Refuse ``tree`` (a config as plain containers, from ``source``) if it instantiates anything the project's
-    configs do not offer at that place, or (``values``) holds an interpolation."""
+def check_config(tree: Any, source: str) -> None:
+    """Refuse ``tree`` (a config as plain containers, from ``source``) if it holds any of Hydra's instantiation keys
+    (``_target_`` with its class, ``_partial_``, ``_args_``, ...) that the project's configs do not have at that
+    place, nested ones and those inside lists or tuples included."""
     allowed = offered()
-    for place, target in _targets(tree, ""):
-        if (place, target) not in allowed:
-            where = f"{place}._target_" if place else "_target_"
-            raise Refused(f"{source}: {where}={target!r} is not a class this project's configs offer there; refused, "
+    for place, key, value in _specials(tree, ""):
+        if (place, key, value) not in allowed:
+            where = f"{place}.{key}" if place else key
+            what = "a class" if key == "_target_" else "a setting"
+            raise Refused(f"{source}: {where}={value!r} is not {what} this project's configs offer there; refused, "
                           "nothing from it was run")  # fmt: skip
-    for place, value in _leaves(tree, "") if values else []:
+
+
+def check_values(tree: Any, source: str) -> None:
+    """Refuse ``tree`` if any value in it is an interpolation (``${...}`` runs resolvers when read)."""
+    for place, value in _leaves(tree, ""):
         if isinstance(value, str) and "${" in value:
             raise Refused(
                 f"{source}: {place}={value!r} is an interpolation; refused (a file's values are taken as data)"
@@ -77,13 +84,14 @@ def check_config(tree: Any, source: str, values: bool = True) -> None:
 def _leaves(node: Any, place: str) -> list[tuple[str, Any]]:
     if isinstance(node, dict):
         return [leaf for k, v in node.items() for leaf in _leaves(v, f"{place}.{k}" if place else str(k))]
-    if isinstance(node, list):
+    if isinstance(node, (list, tuple)):
         return [leaf for i, v in enumerate(node) for leaf in _leaves(v, f"{place}.{i}")]
     return [(place, node)]
 
 
-# overrides that would move a run's files out of its dir, or change how Hydra runs: never taken from a file
-_PLACES = re.compile(r"^(hydra|paths)(\.|$)|(^|\.)(dirpath|save_dir|default_root_dir|log_dir|root_dir)$")
+# overrides that would move a run's files out of its dir (or name them), or change how Hydra runs: never from a file
+_PLACES = re.compile(r"^(hydra|paths)(\.|$)|\.(dirpath|filename|save_dir|default_root_dir|log_dir|root_dir|cache_dir|"
+                     r"tracking_uri|name|version|sub_dir|prefix|plugins)$")  # fmt: skip
 
 
 def check_overrides(overrides: list[Any], source: str) -> list[str]:
@@ -99,11 +107,15 @@ def check_overrides(overrides: list[Any], source: str) -> list[str]:
         key = override.key_or_group
         if "${" in text:
             raise Refused(f"{source}: {text!r} is an interpolation; refused (a file's values are taken as data)")
-        if _PLACES.search(key):
-            raise Refused(f"{source}: {text!r} would move the run's files or change how it runs; refused")
+        if override.is_delete():
+            continue  # removing a node moves nothing
         value = override.value()
+        nested = value
+        for part in reversed(key.split(".")):
+            nested = {part: nested}
+        if any(_PLACES.search(place) for place, _ in _leaves(nested, "")) or _PLACES.search(key):
+            raise Refused(f"{source}: {text!r} would move the run's files or change how it runs; refused (give it "
+                          "on today's command line if it is yours)")  # fmt: skip
         if isinstance(value, (dict, list)):
-            for part in reversed(key.split(".")):
-                value = {part: value}
-            check_config(value, source)
+            check_config(nested, source)
     return texts

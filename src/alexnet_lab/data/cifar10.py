@@ -92,11 +92,16 @@ def _decode_batches(files: dict[str, bytes], where: str) -> dict:
     splits: dict[str, list[Split]] = {"train": [], "test": []}
     for name in BATCH_FILES[:-1]:
         batch = _unpickle(files[name], f"{where}/{name}")
-        try:
-            images = torch.from_numpy(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32).copy())
-            labels = torch.tensor(batch[b"labels"], dtype=torch.int64)
-        except (KeyError, ValueError, TypeError) as err:
-            raise DataError(f"corrupt CIFAR-10 batch file {where}/{name} ({err}); re-extract it") from err
+        data, labels = batch.get(b"data"), batch.get(b"labels")
+        # the official shapes, checked before anything is converted (a pickle can nest one list in itself many times)
+        if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2 and data.shape[1] == 3072):
+            raise DataError(f"corrupt CIFAR-10 batch file {where}/{name} (its data is not a uint8 array of N x 3072 "
+                            "pixels); re-extract it")  # fmt: skip
+        if not (isinstance(labels, list) and len(labels) == len(data) and all(type(v) is int for v in labels)):
+            raise DataError(f"corrupt CIFAR-10 batch file {where}/{name} (its labels are not {len(data)} integers); "
+                            "re-extract it")  # fmt: skip
+        images = torch.from_numpy(data.reshape(-1, 3, 32, 32).copy())
+        labels = torch.tensor(labels, dtype=torch.int64)
         if len(images) != len(labels):
             raise DataError(f"corrupt CIFAR-10 batch file {where}/{name}: {len(images)} images, {len(labels)} labels")
         splits["test" if name == "test_batch" else "train"].append((images, labels))
@@ -177,14 +182,20 @@ def _read_tree_folder(root: Path) -> dict:
 
 _TREE_MEMBER = re.compile(r"(?:^|/)(train|test)/([^/]+)/([^/]+)$")
 MAX_MEMBER_BYTES = 64 * 2**20  # an official batch file is 31 MB, an image a few KB: a larger member is not CIFAR-10
+MAX_ARCHIVE_BYTES = 256 * 2**20  # all of CIFAR-10 unpacked is 178 MB (batches) or about 60 MB (a JPEG tree)
 
 
-def _member_bytes(tar: tarfile.TarFile, member: tarfile.TarInfo, path: Path) -> bytes:
-    """A member's bytes, refused before reading when its header claims more than any CIFAR-10 file holds (a
-    small .tar.gz can hold a member that inflates to gigabytes)."""
+def _member_bytes(tar: tarfile.TarFile, member: tarfile.TarInfo, path: Path, read: list[int]) -> bytes:
+    """A member's bytes, refused before reading when its header claims more than any CIFAR-10 file holds, or when the
+    archive's members together would exceed all of CIFAR-10 (a small .tar.gz can inflate to gigabytes); ``read``
+    counts the bytes taken so far."""
     if member.size > MAX_MEMBER_BYTES:
         raise DataError(f"archive {path}: member {member.name} claims {member.size:,} bytes, more than any CIFAR-10 "
                         f"file ({MAX_MEMBER_BYTES // 2**20} MB); it was not read: use the official archive")  # fmt: skip
+    read[0] += member.size
+    if read[0] > MAX_ARCHIVE_BYTES:
+        raise DataError(f"archive {path} holds more than {MAX_ARCHIVE_BYTES // 2**20} MB of files, more than all of "
+                        "CIFAR-10; it was not read further: use the official archive")  # fmt: skip
     return tar.extractfile(member).read(MAX_MEMBER_BYTES + 1)
 
 
@@ -192,6 +203,7 @@ def _read_archive(path: Path) -> dict:
     """A .tar.gz of the official batches or of a class-folder tree, read straight into tensors (not unpacked)."""
     batches: dict[str, bytes] = {}
     tree: list[tuple[str, str, str, bytes]] = []
+    read = [0]  # bytes of the members read so far
     try:
         with tarfile.open(path, "r:*") as tar:
             for member in tar:
@@ -199,9 +211,9 @@ def _read_archive(path: Path) -> dict:
                     continue
                 parts = member.name.split("/")
                 if len(parts) >= 2 and parts[-2] == BATCHES_DIR and parts[-1] in BATCH_FILES:
-                    batches[parts[-1]] = _member_bytes(tar, member, path)
+                    batches[parts[-1]] = _member_bytes(tar, member, path, read)
                 elif (m := _TREE_MEMBER.search(member.name)) and Path(m[3]).suffix.lower() in IMAGE_SUFFIXES:
-                    tree.append((m[1], m[2], m[3], _member_bytes(tar, member, path)))
+                    tree.append((m[1], m[2], m[3], _member_bytes(tar, member, path, read)))
     except (tarfile.TarError, OSError, EOFError) as err:
         raise DataError(f"corrupt or truncated archive {path} ({err}); download it again") from err
     if batches:

@@ -130,14 +130,36 @@ class Report:
         return (self.ablation.get("schedules") or {}).get(self.budget)
 
 
+SHAPES = {"budgets": dict, "baseline": dict, "schedules": dict, "references": dict, "milestone": dict, "tune": list,
+          "selection_seeds": list, "claims": (list, dict)}  # fmt: skip
+
+
+def _shaped(ablation: Any) -> dict[str, Any]:
+    """An ``ablation`` block from a job dir, with every entry of the wrong type dropped (a file from elsewhere)."""
+    if not isinstance(ablation, dict):
+        return {}
+    out = {k: v for k, v in ablation.items() if k not in SHAPES or isinstance(v, SHAPES[k])}
+    if "name" in out:
+        out["name"] = str(out["name"])
+    if isinstance(out.get("milestone"), dict) and not isinstance(out["milestone"].get("below"), (int, float)):
+        out.pop("milestone")
+    out["tune"] = [str(k) for k in out.get("tune", [])]
+    return out
+
+
+def _data(config: dict[str, Any]) -> dict[str, Any]:
+    data = config.get("data")
+    return data if isinstance(data, dict) else {}
+
+
 def _dataset(config: dict[str, Any]) -> str:
-    target = str(config.get("data", {}).get("_target_", ""))
+    target = str(_data(config).get("_target_", ""))
     return target.rsplit(".", 1)[-1].removesuffix("DataModule").lower() or "unknown"
 
 
 def _protocols(config: dict[str, Any]) -> dict[str, str]:
     """How each split was evaluated: centre crops, 10 crops, or the whole image."""
-    data = config.get("data", {})
+    data = _data(config)
     views = {"center": "centre crop", "ten_crop": "10-crop, softmax averaged"}
     imagenet = _dataset(config) == "imagenet"
     cropped = imagenet or (data.get("crop_size") not in (None, 32))
@@ -204,7 +226,7 @@ def build_report(sweep: Path) -> Report:
         raise FileNotFoundError(f"no job dirs (with .hydra/overrides.yaml) under {sweep}; give a multirun dir")
     source = next((j for j in jobs if j.config.get("ablation")), jobs[0])
     config, experiment = source.config, source.experiment
-    ablation = {**(config.get("ablation") or {}), **(project_ablation(experiment) if experiment else {})}
+    ablation = _shaped({**_shaped(config.get("ablation")), **(project_ablation(experiment) if experiment else {})})
     all_keys = variant_keys(sweep, jobs)
     tune = [k for k in ablation.get("tune") or [] if k in all_keys]
     keys = [k for k in all_keys if k not in tune]
@@ -212,8 +234,9 @@ def build_report(sweep: Path) -> Report:
         sweep, keys, [], None, _dataset(jobs[0].config), ablation, claims=parse_claims(ablation.get("claims")),
         protocols=_protocols(jobs[0].config), experiment=experiment,
     )  # fmt: skip
-    report.budget = config.get("budget") if ablation.get("budgets") else None
-    report.budget_epochs = (ablation.get("budgets") or {}).get(report.budget)
+    report.budget = str(config.get("budget")) if ablation.get("budgets") and config.get("budget") is not None else None
+    epochs = (ablation.get("budgets") or {}).get(report.budget)
+    report.budget_epochs = epochs if isinstance(epochs, int) and not isinstance(epochs, bool) else None
     configured = [str(s) for s in ablation.get("selection_seeds") or []]
 
     for label, (values, group) in _group(jobs, keys).items():
@@ -256,7 +279,7 @@ def build_report(sweep: Path) -> Report:
                 report.tuning.append((label, setting + (" (chosen)" if setting == best else ""), outcome))
         report.rows.append(Row(label, values, chosen, tuned, unbracketed, unchosen=why if tune and not tuned else None))
 
-    wanted = {k: str(v).lower() for k, v in (ablation.get("baseline") or {}).items()}
+    wanted = {str(k): str(v).lower() for k, v in (ablation.get("baseline") or {}).items()}
     report.baseline = next(
         (r for r in report.rows if wanted and all(r.values.get(k, "").lower() == v for k, v in wanted.items())),
         report.rows[0],
@@ -303,10 +326,14 @@ def parse_claims(raw: Any) -> list[Claim]:
         ]  # fmt: skip
     claims = []
     for item in raw or []:
-        if isinstance(item, dict) and {"dataset", "metric", "value"} <= item.keys():
-            claims.append(Claim(str(item["dataset"]), str(item["metric"]), float(item["value"]),
-                                float(item.get("tolerance", 0.0)), str(item.get("source", "not recorded")),
-                                str(item.get("text", ""))))  # fmt: skip
+        if not (isinstance(item, dict) and {"dataset", "metric", "value"} <= item.keys()):
+            continue
+        value, tolerance = item["value"], item.get("tolerance", 0.0)
+        numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and abs(v) < 1e6
+                      for v in (value, tolerance))  # fmt: skip
+        if numbers and tolerance >= 0 and item["metric"] in ("top1", "top5", "speedup"):
+            claims.append(Claim(str(item["dataset"]), str(item["metric"]), float(value), float(tolerance),
+                                str(item.get("source", "not recorded")), str(item.get("text", ""))))  # fmt: skip
     return claims
 
 

@@ -24,9 +24,17 @@ CURVE_NAMES = {"train/top1_err": "training error", "val/top1_err": "validation e
 def text(value: Any) -> str:
     """Text from a job dir, safe inside a markdown table cell or line: one line, no pipes, no HTML."""
     out = " ".join(str(value).split())
-    for raw, safe in (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ("|", "\\|"), ("`", "'")):
+    for raw, safe in (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ("|", "\\|"), ("`", "'"), ("[", "\\["),
+                      ("]", "\\]")):  # fmt: skip
         out = out.replace(raw, safe)
     return out
+
+
+def label(value: Any, limit: int = 80) -> str:
+    """Text from a job dir, safe as a chart label: one line, at most ``limit`` characters, ``$`` escaped (matplotlib
+    would read what stands between two as math)."""
+    out = " ".join(str(value).split()).replace("$", r"\$")
+    return out if len(out) <= limit else out[: limit - 1] + "…"
 
 
 def write_text(path: Path, content: str) -> None:
@@ -142,7 +150,7 @@ def to_markdown(report: Report) -> str:
         "",
         *_budget_line(report),
         (
-            f"Sweep `{text(report.sweep)}`; dataset {report.dataset}. Errors in percent on the {test_split} "
+            f"Sweep `{text(report.sweep)}`; dataset {text(report.dataset)}. Errors in percent on the {test_split} "
             f"({report.protocols.get('test', 'one view')}) and the {val_split} "
             f"({report.protocols.get('val', 'one view')}), mean ± sample std over finished seeds.{compared}"
         ),
@@ -211,8 +219,8 @@ def to_markdown(report: Report) -> str:
     if report.claims:
         lines += ["", "## The claims beside this sweep", ""]
         for claim in report.claims:
-            tail = "" if claim.dataset == report.dataset else f"; {claim.dataset}, not this dataset"
-            lines.append(f"- {text(claim.source)} ({claim.metric} {claim.shown}{tail}): {text(claim.text)}")
+            tail = "" if claim.dataset == report.dataset else f"; {text(claim.dataset)}, not this dataset"
+            lines.append(f"- {text(claim.source)} ({text(claim.metric)} {claim.shown}{tail}): {text(claim.text)}")
             for check in (c for c in report.checks if c.claim is claim):
                 lines.append(f"  - {_check_line(check)}")
     if report.failed:
@@ -319,7 +327,7 @@ def axis_name(check: Check, report: Report) -> str:
     mark = report.ablation.get("milestone") or {}
     metric = CURVE_NAMES.get(str(mark.get("metric")), str(mark.get("metric", "the milestone")))
     variant = next(r for r in report.rows if r.label == check.variant)
-    names = [",".join(r.values.values()) or r.label for r in (variant, report.baseline or variant)]
+    names = [label(",".join(r.values.values()) or r.label, 30) for r in (variant, report.baseline or variant)]
     below = f"{float(mark['below']):g}" if isinstance(mark.get("below"), (int, float)) else "?"
     return f"{names[0]} / {names[1]}, epochs to {below} % {metric}"
 
@@ -397,7 +405,7 @@ def write_chart(report: Report, path: Path) -> None:
 
     name = report.ablation.get("name", report.sweep.name)
     if not report.checks:
-        labels = [row.label for row in report.rows]
+        labels = [label(row.label) for row in report.rows]
         fig = Figure(figsize=(max(6.0, 1.6 * len(labels) + 2), 4.2))
         ax = fig.subplots()
         for offset, metric in ((-0.19, "test/top1_err"), (0.19, "test/top5_err")):
@@ -405,11 +413,11 @@ def write_chart(report: Report, path: Path) -> None:
             stds = [
                 0.0 if math.isnan(s) else s for s in (row.stats.get(metric, (0, math.nan))[1] for row in report.rows)
             ]
-            label = METRIC_LABELS[metric] + ", mean ± std over seeds"
-            ax.bar([i + offset for i in range(len(labels))], means, 0.38, yerr=stds, capsize=4, label=label)
+            legend = METRIC_LABELS[metric] + ", mean ± std over seeds"
+            ax.bar([i + offset for i in range(len(labels))], means, 0.38, yerr=stds, capsize=4, label=legend)
         ax.set_xticks(range(len(labels)), labels, rotation=15, ha="right")
         ax.set_ylabel("test error (%)")
-        ax.set_title(f"Ablation: {name} (no claim with a figure to check)")
+        ax.set_title(f"Ablation: {label(name)} (no claim with a figure to check)")
         ax.legend(fontsize="small")
         fig.tight_layout()
         _save(fig, path)
@@ -420,10 +428,12 @@ def write_chart(report: Report, path: Path) -> None:
     axes = fig.subplots(len(kinds), 1, squeeze=False, height_ratios=counts)[:, 0]
     for ax, ratio in zip(axes, kinds):
         checks = [c for c in report.checks if c.ratio == ratio]
-        labels = [f"{c.variant}\n{c.claim.metric} ({c.claim.dataset}): {c.verdict.label}" for c in checks]
+        labels = [
+            f"{label(c.variant)}\n{c.claim.metric} ({label(c.claim.dataset, 20)}): {c.verdict.label}" for c in checks
+        ]
         draw_bars(ax, [bar(c, lab) for c, lab in zip(checks, labels)], ratio, axis_name(checks[0], report))
     budget = f", {report.budget} budget" if report.budget else ""
-    axes[0].set_title(f"Ablation: {name} ({report.dataset}{budget})")
+    axes[0].set_title(f"Ablation: {label(name)} ({label(report.dataset, 20)}{budget})")
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize="small", frameon=False)
     fig.tight_layout(rect=(0, 0.07, 1, 1))
@@ -452,8 +462,8 @@ def write_curves(report: Report, path: Path) -> None:
         epochs = list(range(1, length + 1))
         columns = [[c[e] for c in curves if e < len(c)] for e in range(length)]
         means = [statistics.fmean(col) for col in columns]
-        label = f"{row.label}: mean of {len(curves)} seed{'s' if len(curves) > 1 else ''}"
-        (line,) = ax.plot(epochs, means, label=label + (", shaded: their range" if len(curves) > 1 else ""))
+        legend = f"{label(row.label)}: mean of {len(curves)} seed{'s' if len(curves) > 1 else ''}"
+        (line,) = ax.plot(epochs, means, label=legend + (", shaded: their range" if len(curves) > 1 else ""))
         ax.fill_between(epochs, [min(c) for c in columns], [max(c) for c in columns], color=line.get_color(), alpha=0.2)
     mark = report.ablation.get("milestone")
     if mark and mark.get("metric") == metric:
@@ -465,7 +475,7 @@ def write_curves(report: Report, path: Path) -> None:
     if metric.startswith("val/") and val_is_test(report):
         name = "test error (printed during training)"
     ax.set_ylabel(f"{name} (%)")
-    ax.set_title(f"Learning curves: {report.ablation.get('name', report.sweep.name)}")
+    ax.set_title(f"Learning curves: {label(report.ablation.get('name', report.sweep.name))}")
     if ax.lines:
         ax.legend(fontsize="small")
     fig.tight_layout()

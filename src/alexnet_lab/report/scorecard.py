@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from alexnet_lab.report.analysis import build_report
-from alexnet_lab.report.render import Bar, _save, draw_bars, summary, text, write_text
+from alexnet_lab.report.render import Bar, _save, draw_bars, label, summary, text, write_text
 
 
 @dataclass
@@ -36,21 +36,36 @@ def _is_sweep(folder: Path) -> bool:
     return any(folder.glob("*/.hydra/overrides.yaml"))
 
 
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_ok(check: Any) -> bool:
+    """A check as the report writes it: a claim with numbers, an estimate, bounds that are numbers, inf or null."""
+    if not isinstance(check, dict) or not isinstance(check.get("claim"), dict):
+        return False
+    claim = check["claim"]
+    bounds_ok = all(_finite(check.get(k)) or check.get(k) in (None, "inf", "-inf") for k in ("low", "high"))
+    sizes_ok = all(
+        abs(check[k]) < 50 for k in ("estimate", "low", "high") if _finite(check.get(k))
+    )  # exp() stays finite
+    return (_finite(claim.get("value")) and _finite(claim.get("tolerance", 0.0)) and _finite(check.get("estimate"))
+            and bounds_ok and sizes_ok and isinstance(check.get("n", 0), int))  # fmt: skip
+
+
 def _read_summary(folder: Path) -> dict[str, Any] | None:
-    """A report folder's ``report.json``, if it is one (checked to be what the report writes)."""
+    """A report folder's ``report.json``, if it is one (checked to be what the report writes; malformed checks are
+    left out)."""
     path = folder / "report.json"
     if path.is_symlink() or not path.is_file():
         return None
     try:
         loaded = json.loads(path.read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
-    ok = isinstance(loaded, dict) and isinstance(loaded.get("checks"), list)
-    return (
-        loaded
-        if ok and all(isinstance(c, dict) and isinstance(c.get("claim"), dict) for c in loaded["checks"])
-        else None
-    )
+    if not isinstance(loaded, dict) or not isinstance(loaded.get("checks"), list):
+        return None
+    return {**loaded, "checks": [c for c in loaded["checks"] if _check_ok(c)]}
 
 
 def collect(paths: list[Path]) -> tuple[list[Entry], list[Path], list[Path]]:
@@ -96,7 +111,7 @@ def to_markdown(entries: list[Entry], unclaimed: list[Path], unreadable: list[Pa
             text(e.check["claim"].get("source", "")),
             text(_claim(e.check)),
             text(e.check.get("measured", "")),
-            str(e.check.get("n", "")),
+            text(e.check.get("n", "")),
             text(f"{budget}: {schedule}" if schedule else budget),
             f"**{text(e.check.get('verdict', ''))}**",
         ]
@@ -120,23 +135,24 @@ def write_chart(entries: list[Entry], path: Path) -> None:
         (False, "variant − baseline (points of test error)"),
         (True, "variant / baseline (epochs to the milestone)"),
     ]
-    panels = [(ratio, label) for ratio, label in panels if any(bool(e.check.get("ratio")) == ratio for e in entries)]
+    panels = [(ratio, axis) for ratio, axis in panels if any(bool(e.check.get("ratio")) == ratio for e in entries)]
     counts = [sum(bool(e.check.get("ratio")) == ratio for e in entries) for ratio, _ in panels]
     fig = Figure(figsize=(10, 1.5 + 0.7 * sum(counts) + 0.9 * len(panels)))
     axes = fig.subplots(len(panels), 1, squeeze=False, height_ratios=counts)[:, 0]
-    for ax, (ratio, label) in zip(axes, panels):
+    for ax, (ratio, axis) in zip(axes, panels):
         bars = []
         for e in (e for e in entries if bool(e.check.get("ratio")) == ratio):
             shown = math.exp if ratio else (lambda v: v)
             claim, (low, high) = e.check["claim"], e.bounds()
             value, tolerance = float(claim.get("value", math.nan)), float(claim.get("tolerance", 0.0))
-            name = (f"{e.sweep.get('name')}: {e.check.get('variant')}\n{claim.get('metric')} ({claim.get('dataset')}): "
-                    f"{e.check.get('verdict')}")  # fmt: skip
+            name = (f"{label(e.sweep.get('name'), 30)}: {label(e.check.get('variant'), 50)}\n"
+                    f"{label(claim.get('metric'), 10)} ({label(claim.get('dataset'), 12)}): "
+                    f"{label(e.check.get('verdict'), 20)}")  # fmt: skip
             estimate = float(e.check.get("estimate", math.nan))
             bars.append(
                 Bar(name, shown(estimate), shown(low), shown(high), (value - tolerance, value + tolerance), value)
             )
-        draw_bars(ax, bars, ratio, label)
+        draw_bars(ax, bars, ratio, axis)
     axes[0].set_title("Every claim, measured (95 % intervals)")
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize="small", frameon=False)

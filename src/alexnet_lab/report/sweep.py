@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,15 @@ from alexnet_lab import conf
 MILESTONE = "milestone/epochs"
 log = logging.getLogger(__name__)
 # what reading a file that alexnet-train did not write can raise
-BAD_FILE = (OSError, ValueError, TypeError, AttributeError, KeyError, yaml.YAMLError, OmegaConfBaseException)
+BAD_FILE = (OSError, ValueError, TypeError, AttributeError, KeyError, RecursionError, yaml.YAMLError,
+            OmegaConfBaseException)  # fmt: skip
+FILES = (".hydra/overrides.yaml", ".hydra/config.yaml", ".hydra/hydra.yaml", "metrics.json")  # what a job dir gives
+
+
+def _number(value: Any) -> float | None:
+    """A finite number, or None (a file from elsewhere may hold anything)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return value if ok else None
 
 
 @dataclass
@@ -96,10 +105,17 @@ def _load_config(path: Path) -> dict[str, Any]:
 def _experiment(job: Path) -> str | None:
     """The experiment config a job ran, as Hydra recorded its choice (``.hydra/hydra.yaml``)."""
     path = job / ".hydra" / "hydra.yaml"
-    if not path.is_file():
+    if not path.is_file() or path.is_symlink():
         return None
-    choice = OmegaConf.select(OmegaConf.load(path), "hydra.runtime.choices.experiment", default=None)
+    choice = plain_get(OmegaConf.to_container(OmegaConf.load(path), resolve=False), "hydra.runtime.choices.experiment")
     return choice if isinstance(choice, str) and re.fullmatch(r"[\w-]+", choice) else None
+
+
+def plain_get(tree: Any, dotted: str) -> Any:
+    """``tree["a"]["b"]...`` for ``"a.b..."`` in plain containers (nothing resolved), or None."""
+    for part in dotted.split("."):
+        tree = tree.get(part) if isinstance(tree, dict) else None
+    return tree
 
 
 CURRENT = ("claims", "references", "schedules")  # what the project's own experiment config says of the literature
@@ -136,6 +152,8 @@ def _read_job(path: Path) -> Job:
     """One job dir as far as it can be read; a file that is not what alexnet-train writes makes the job
     ``unreadable`` (its row says which file), never the whole report fail."""
     overrides: dict[str, str] = {}
+    if linked := [name for name in FILES if (path / name).is_symlink()]:
+        return Job(path, overrides, "unreadable", error=f"{linked[0]} is a link (it could lead anywhere); not read")
     try:
         items = OmegaConf.load(path / ".hydra" / "overrides.yaml")
         if not OmegaConf.is_list(items):
@@ -156,20 +174,23 @@ def _read_job(path: Path) -> Job:
         if not isinstance(record, dict):
             raise TypeError(f"a JSON {type(record).__name__}, not an object")
         final = record.get("final", {})
-        if not isinstance(final, dict) or not all(isinstance(v, (int, float)) for v in final.values()):
-            raise TypeError("its final metrics are not numbers")
+        if not isinstance(final, dict) or any(_number(v) is None for v in final.values()):
+            raise TypeError("its final metrics are not all finite numbers")
         data = record.get("data") if isinstance(record.get("data"), dict) else {}
+        seed = record.get("seed", overrides.get("seed"))
+        summary = record.get("config") if isinstance(record.get("config"), dict) else {}
+        trainer = summary.get("trainer") if isinstance(summary.get("trainer"), dict) else {}
         return Job(
             path=path,
             overrides=overrides,
             status=str(record.get("status", "pending")),
-            error=record.get("error"),
+            error=None if record.get("error") is None else str(record["error"]),
             final=final,
-            epochs=record.get("epochs"),
-            seconds=record.get("seconds"),
-            seed=record.get("seed", overrides.get("seed")),
+            epochs=_number(record.get("epochs")),
+            seconds=_number(record.get("seconds")),
+            seed=seed if isinstance(seed, (int, str)) and not isinstance(seed, bool) else str(seed),
             config=config,
-            max_epochs=(record.get("config") or {}).get("trainer", {}).get("max_epochs"),
+            max_epochs=_number(trainer.get("max_epochs")),
             experiment=experiment,
             test_images=data.get("test_images") if isinstance(data.get("test_images"), int) else None,
             val_split=str(data["val_split"]) if data.get("val_split") else None,
@@ -202,14 +223,17 @@ def variant_keys(sweep: Path, jobs: list[Job]) -> list[str]:
     """What the sweep varies, besides the seed: the swept keys named in ``multirun.yaml`` (sweeper params and
     command-line sweeps), else the override keys whose values differ between jobs."""
     keys: list[str] = []
-    if (multirun := sweep / "multirun.yaml").exists():
+    if (multirun := sweep / "multirun.yaml").is_file() and not multirun.is_symlink():
         from hydra.core.override_parser.overrides_parser import OverridesParser
         from hydra.errors import HydraException
 
         try:
-            hydra_cfg = OmegaConf.load(multirun).hydra
-            keys += [str(k) for k in OmegaConf.select(hydra_cfg, "sweeper.params") or {}]
-            parsed = OverridesParser.create().parse_overrides([str(o) for o in hydra_cfg.overrides.task])
+            hydra_cfg = OmegaConf.to_container(OmegaConf.load(multirun), resolve=False).get("hydra") or {}
+            params = plain_get(hydra_cfg, "sweeper.params")
+            keys += [str(k) for k in params] if isinstance(params, dict) else []
+            task = plain_get(hydra_cfg, "overrides.task")
+            texts = [str(o) for o in task if "${" not in str(o)] if isinstance(task, list) else []
+            parsed = OverridesParser.create().parse_overrides(texts)
             keys += [o.key_or_group for o in parsed if o.is_sweep_override() and o.key_or_group not in keys]
         except (*BAD_FILE, HydraException) as err:
             log.warning("%s is unreadable (%s); the variants are inferred from the jobs' overrides", multirun, err)
