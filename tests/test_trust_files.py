@@ -4,7 +4,9 @@ nothing of it runs, nothing is written through it, and the user gets one line na
 from __future__ import annotations
 
 import gzip
+import io
 import json
+import pickle
 import re
 import shutil
 import struct
@@ -305,3 +307,191 @@ def test_a_resumed_run_counts_the_seconds_of_its_earlier_attempt(tmp_path: Path)
         assert cli.earlier_seconds(tmp_path) == 0.0
     (tmp_path / "metrics.json").write_text("{broken")
     assert cli.earlier_seconds(tmp_path) == 0.0
+
+
+# Trust II, second round: each attack an independent review found, built here
+
+
+def crafted_checkpoint(trained: dict, name: str, change) -> Path:
+    ckpt = torch.load(trained["run"] / "checkpoints" / "last.ckpt", weights_only=True)
+    change(ckpt)
+    path = trained["tmp"] / f"{name}.ckpt"
+    torch.save(ckpt, path)
+    return path
+
+
+def test_a_class_hidden_in_a_tuple_is_refused(trained: dict) -> None:
+    marker = trained["tmp"] / "written-through-a-tuple.txt"
+
+    def hide(ckpt: dict) -> None:  # torch's weights_only loader allows tuples; Hydra builds their items too
+        ckpt["hyper_parameters"]["run_config"]["model"]["x"] = (
+            {"_target_": "numpy.savetxt", "_args_": [str(marker), [1]]},
+        )
+
+    crafted = crafted_checkpoint(trained, "tuple", hide)
+    proc = run_cli("alexnet-eval", f"ckpt_path={crafted}", env=trained["env"], cwd=trained["tmp"], check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and not marker.exists()
+    assert "model.x.*._target_='numpy.savetxt' is not a class this project's configs offer there" in proc.stderr
+
+
+def test_a_checkpoints_own_bookkeeping_cannot_delete_files_elsewhere(trained: dict) -> None:
+    """The ModelCheckpoint state in a checkpoint names the "worse" files a later save deletes: named elsewhere (a
+    protocol Lightning does not check), they are not restored, and nothing outside the run's folder is removed."""
+    victim = trained["tmp"] / "victim"
+    (victim / "sub").mkdir(parents=True)
+    (victim / "sub" / "data.txt").write_text("precious")
+
+    def plant(ckpt: dict) -> None:
+        ((_, state),) = ckpt["callbacks"].items()
+        state.pop("dirpath")
+        far = f"local://{victim}"
+        state.update(best_k_models={far: torch.tensor(1e9)}, kth_best_model_path=far, kth_value=torch.tensor(1e9),
+                     best_model_score=torch.tensor(1e9), best_model_path=far, last_model_path=far)  # fmt: skip
+
+    crafted = crafted_checkpoint(trained, "bookkeeping", plant)
+    run_cli("alexnet-train", *FAST, "trainer.max_epochs=2", f"ckpt_path={crafted}", "name=bookkeeping",
+            env=trained["env"], cwd=trained["tmp"])  # fmt: skip
+    assert (victim / "sub" / "data.txt").read_text() == "precious"
+
+
+@pytest.mark.parametrize(
+    "override",
+    ["callbacks.model_checkpoint={dirpath: ELSEWHERE}", "logger.tensorboard={save_dir: ELSEWHERE}",
+     "trainer={default_root_dir: ELSEWHERE}", "callbacks.model_checkpoint.filename=../../OUT_best",
+     "logger.tensorboard.name=../OUT_tb", "data.cache_dir=ELSEWHERE"],
+)  # fmt: skip
+def test_stored_overrides_cannot_move_a_runs_files_in_any_form(trained: dict, override: str) -> None:
+    run = copy_run(trained, f"move-{abs(hash(override))}")
+    elsewhere = trained["tmp"] / f"elsewhere-{abs(hash(override))}"
+    stored = OmegaConf.load(run / ".hydra" / "overrides.yaml")
+    OmegaConf.save([*stored, override.replace("ELSEWHERE", str(elsewhere))], run / ".hydra" / "overrides.yaml")
+    proc = run_cli("alexnet-train", "ckpt_path=last", f"run_dir={run}", "trainer.max_epochs=2", env=trained["env"],
+                   cwd=trained["tmp"], check=False)  # fmt: skip
+    assert proc.returncode == 2 and "would move the run's files or change how it runs; refused" in proc.stderr
+    assert not elsewhere.exists() and not (run.parent / "OUT_best.ckpt").exists()
+
+
+def test_an_interpolation_anywhere_in_a_checkpoints_config_is_refused(trained: dict) -> None:
+    made = trained["tmp"] / "made-by-a-resolver"
+
+    def plant(ckpt: dict) -> None:
+        ckpt["hyper_parameters"]["run_config"]["task_name"] = "${run_dir_for:" + str(made) + ",a,b,c}"
+
+    crafted = crafted_checkpoint(trained, "resolver", plant)
+    proc = run_cli("alexnet-eval", f"ckpt_path={crafted}", env=trained["env"], cwd=trained["tmp"], check=False)
+    assert proc.returncode == 2 and "task_name=" in proc.stderr and "is an interpolation; refused" in proc.stderr
+    assert not made.exists()
+
+
+@pytest.mark.parametrize("name", ["train.log", "checkpoints"])
+def test_a_run_dir_with_a_link_where_the_run_writes_is_refused(trained: dict, name: str) -> None:
+    run = copy_run(trained, f"linked-{name}")
+    target = trained["tmp"] / f"outside-{name}"
+    (run / name).rename(target)
+    (run / name).symlink_to(target)
+    before = sorted(p.name for p in target.iterdir()) if target.is_dir() else target.read_text()
+    proc = run_cli("alexnet-train", "ckpt_path=last", f"run_dir={run}", "trainer.max_epochs=2", env=trained["env"],
+                   cwd=trained["tmp"], check=False)  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert (sorted(p.name for p in target.iterdir()) if target.is_dir() else target.read_text()) == before
+
+
+def test_eval_keeps_derived_files_here_and_downloads_nothing(trained: dict) -> None:
+    elsewhere = trained["tmp"] / "cache-elsewhere"
+    moved = crafted_checkpoint(trained, "cache", lambda c: c["hyper_parameters"]["run_config"]["data"].update(
+        cache_dir=str(elsewhere)))  # fmt: skip
+    run_cli("alexnet-eval", f"ckpt_path={moved}", env=trained["env"], cwd=trained["tmp"])
+    assert not elsewhere.exists() and list((trained["tmp"] / "data" / "cifar10").glob("cifar10-uint8-*.pt"))
+    weights = crafted_checkpoint(trained, "weights", lambda c: c["hyper_parameters"]["run_config"]["model"].update(
+        weights="IMAGENET1K_V1"))  # fmt: skip
+    proc = run_cli("alexnet-eval", f"ckpt_path={weights}", env=trained["env"], cwd=trained["tmp"], check=False)
+    assert (
+        proc.returncode == 2
+        and "model.weights='IMAGENET1K_V1'" in proc.stderr
+        and "nothing is downloaded" in proc.stderr
+    )
+
+
+def test_a_malformed_checkpoint_is_one_line(trained: dict) -> None:
+    for name, change in (("hp-list", lambda c: c.update(hyper_parameters=[1])),
+                         ("state-list", lambda c: c.update(state_dict=[1])),
+                         ("classes", lambda c: c["hyper_parameters"]["run_config"]["data"].update(num_classes="ten"))):  # fmt: skip
+        crafted = crafted_checkpoint(trained, name, change)
+        proc = run_cli("alexnet-eval", f"ckpt_path={crafted}", env=trained["env"], cwd=trained["tmp"], check=False)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, name
+        assert proc.stderr.strip().splitlines()[-1].startswith(f"error: checkpoint {crafted}"), name
+
+
+def test_the_report_resolves_nothing_and_follows_no_link_inside_a_job(tmp_path: Path, monkeypatch) -> None:
+    from test_report import LRN_CLAIM, fake_sweep
+
+    from alexnet_lab.report import write_report
+
+    monkeypatch.setenv("SECRET_TOKEN", "sk-SECRET123")
+    jobs = [({"model.norm": n, "seed": s}, {"test/top1_err": 20.0 + s + (n == "none")}, 140)
+            for n in ("rnorm", "none") for s in (1, 2)]  # fmt: skip
+    sweep = fake_sweep(tmp_path / "s", {**LRN_CLAIM, "baseline": {"model.norm": "rnorm"}}, jobs)
+    for hydra_file in sweep.glob("*/.hydra/hydra.yaml"):
+        hydra_file.write_text("hydra:\n  runtime:\n    choices:\n      experiment: ${oc.env:SECRET_TOKEN}\n")
+    (sweep / "multirun.yaml").write_text(
+        "hydra:\n  sweeper:\n    params: ${oc.env:SECRET_TOKEN}\n  overrides:\n    task: []\n"
+    )
+    secret = tmp_path / "outside.json"
+    secret.write_text(json.dumps({"status": "failed", "error": "SECRET_FROM_OUTSIDE"}))
+    linked = next(sweep.glob("3_*")) / "metrics.json"
+    linked.unlink()
+    linked.symlink_to(secret)
+    markdown = write_report(sweep)
+    everything = markdown + (sweep / "report.json").read_text() + (sweep / "report.csv").read_text()
+    assert "SECRET" not in everything
+    assert "metrics.json is a link (it could lead anywhere); not read" in markdown
+    assert "model.norm=rnorm (baseline)" in markdown  # the variants inferred from the jobs, not the planted params
+
+
+def test_crafted_text_is_escaped_in_the_report_and_the_scorecard(tmp_path: Path) -> None:
+    from test_report import LRN_CLAIM, fake_sweep
+
+    from alexnet_lab.report import write_report, write_scorecard
+
+    html = "<img src=x onerror=alert(1)>"
+    jobs = [({"model.norm": n, "seed": s}, {"test/top1_err": 20.0 + s + (n == "none")}, 140)
+            for n in ("rnorm", "none") for s in (1, 2)]  # fmt: skip
+    sweep = fake_sweep(tmp_path / "s", {**LRN_CLAIM, "baseline": {"model.norm": "rnorm"}}, jobs)
+    for config_file in sweep.glob("*/.hydra/config.yaml"):
+        config = OmegaConf.load(config_file)
+        config.data._target_ = f"a.{html}DataModule"
+        OmegaConf.save(config, config_file)
+    markdown = write_report(sweep)
+    assert "<img" not in markdown and "&lt;img" in markdown
+    card = tmp_path / "card" / "r"
+    card.mkdir(parents=True)
+    (card / "report.md").write_text("x")
+    (card / "report.json").write_text(json.dumps({"name": "x](javascript:alert(1))", "checks": [
+        {"variant": "v", "claim": {"dataset": "cifar10", "metric": "top1", "value": 1.0, "tolerance": 1.0, "source": html},
+         "measured": "m", "estimate": 0.5, "low": 0.1, "high": 0.9, "ratio": False, "n": 3, "verdict": "agrees"}]}))  # fmt: skip
+    table = write_scorecard([tmp_path / "card"], tmp_path / "out")
+    assert "<img" not in table and "&lt;img" in table
+    assert not re.search(r"(?<!\\)\]\(javascript", table) and "x\\](javascript:alert(1))" in table  # no link
+
+
+def test_an_archive_is_capped_in_total_and_a_batch_file_checked_before_it_is_converted(
+    tmp_path: Path, monkeypatch
+) -> None:
+    from alexnet_lab.data import cifar10
+
+    monkeypatch.setattr(cifar10, "MAX_ARCHIVE_BYTES", 1_000_000)  # the real cap: 256 MB, more than all of CIFAR-10
+    archive = tmp_path / "many.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for i in range(3):  # 3 x 600 KB images: each under the member cap, together over the total
+            member = tarfile.TarInfo(f"cifar/train/cat/{i}.png")
+            member.size = 600_000
+            tar.addfile(member, io.BytesIO(b"\0" * member.size))
+    with pytest.raises(DataError, match=r"holds more than 0 MB of files, more than all of CIFAR-10"):
+        CIFAR10DataModule(path=str(archive), cache_dir=str(tmp_path / "c1")).prepare_data()
+    folder = write_batches(tmp_path / "bomb")
+    inner = [0] * 1000
+    (folder / "data_batch_1").write_bytes(pickle.dumps({b"data": [[inner] * 1000] * 1000, b"labels": [0]}))
+    assert (folder / "data_batch_1").stat().st_size < 20_000  # a few KB that would expand to 10^9 items
+    with pytest.raises(DataError, match="its data is not a uint8 array of N x 3072 pixels"):
+        CIFAR10DataModule(path=str(folder), cache_dir=str(tmp_path / "c2")).prepare_data()
