@@ -121,8 +121,8 @@ def to_markdown(entries: list[Entry], unclaimed: list[Path], unreadable: list[Pa
         return ", ".join(f"[{text(p.name)}]({text(os.path.relpath(p / 'report.md', out))})" for p in folders)
 
     if unclaimed:
-        lines += ["", f"Sweeps with no check yet (no claim with a figure, or no finished runs to compare): "
-                  f"{links(unclaimed)}."]  # fmt: skip
+        lines += ["", (f"Sweeps with no check yet (no claim with a figure, or no finished runs to compare): "
+                  f"{links(unclaimed)}.")]  # fmt: skip
     if unreadable:
         lines += ["", f"Reports the scorecard cannot read (written before `report.json` existed): {links(unreadable)}."]
     return "\n".join(lines) + "\n"
