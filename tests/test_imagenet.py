@@ -551,9 +551,11 @@ def test_bad_settings_fail_with_the_key_and_the_fix(tree: Path, tmp_path: Path) 
 
 
 def test_debug_overfit_runs_on_imagenet(tree: Path, tmp_path: Path) -> None:
-    """debug=overfit fits the same batches, unaugmented, with either dataset (it once set a CIFAR-only key)."""
-    run_cli("alexnet-train", *CLI, f"data.path={tree}", "data.num_workers=0", "debug=overfit", "trainer.max_epochs=2",
-            "test=false", env=isolated_env(tmp_path), cwd=tmp_path)  # fmt: skip
-    (metrics,) = (tmp_path / "logs" / "train" / "runs").glob("*/metrics.json")
+    """debug=overfit fits the same batches, unaugmented, with either dataset (it once set a CIFAR-only key); the model
+    summary's example input passes through the DataModule's batch hooks (it once met them as a WorkerBatch)."""
+    proc = run_cli("alexnet-train", *CLI, f"data.path={tree}", "data.num_workers=0", "debug=overfit", "trainer.max_epochs=2",
+            "test=false", "trainer.enable_model_summary=true", env=isolated_env(tmp_path), cwd=tmp_path)  # fmt: skip
+    assert "Total params" in proc.stdout + proc.stderr
+    (metrics,) = (tmp_path / "logs" / "debug" / "runs").glob("*/metrics.json")
     record = json.loads(metrics.read_text())
     assert record["status"] == "finished" and record["steps"] == 2 * 2  # two fixed batches an epoch

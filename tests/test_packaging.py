@@ -58,8 +58,8 @@ def test_wheel_ships_the_configs_and_runs_outside_the_checkout(tmp_path: Path) -
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "test/top1_err" in proc.stdout
-    # runs go to logs/ under the directory the command was started in
-    assert list((elsewhere / "logs" / "train" / "runs").glob("*/metrics.json"))
+    # runs go to logs/ under the directory the command was started in (debug runs to logs/debug)
+    assert list((elsewhere / "logs" / "debug" / "runs").glob("*/metrics.json"))
 
 
 @pytest.mark.slow

@@ -187,7 +187,7 @@ def test_notebook_runs_headless(sweep: Path, tmp_path: Path) -> None:
         o.get("data", {}).get("text/markdown", "") for o in outputs
     )
     assert f"sweep: {sweep}, 4 jobs, baseline: model.activation=relu" in text
-    assert "| model.activation=tanh, optimizer.lr=0.004 | 1 / 2 |" in text
+    assert "| model.activation=tanh,optimizer.lr=0.004 | 1 / 2 |" in text
     assert sum("image/png" in o.get("data", {}) for o in outputs) == 2  # the bar chart and the learning curves
 
 

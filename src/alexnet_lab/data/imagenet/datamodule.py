@@ -345,8 +345,9 @@ class ImageNetDataModule(L.LightningDataModule):
     # -- on the device
 
     def transfer_batch_to_device(self, batch: WorkerBatch, device: torch.device, dataloader_idx: int) -> WorkerBatch:
-        """With ``decode=cuda`` the workers send encoded files: nvjpeg decodes them straight into device memory."""
-        if not isinstance(batch.images, Encoded):
+        """With ``decode=cuda`` the workers send encoded files: nvjpeg decodes them straight into device memory.
+        Anything else (a plain tensor: the model summary's example input) moves as Lightning moves it."""
+        if not isinstance(batch, WorkerBatch) or not isinstance(batch.images, Encoded):
             return super().transfer_batch_to_device(batch, device, dataloader_idx)
         train = self.trainer is not None and self.trainer.training
         decoded, keep = self.decode_on_device(batch.images.files(), batch.paths, batch.draws, device, train)
@@ -370,6 +371,8 @@ class ImageNetDataModule(L.LightningDataModule):
         return torch.stack(out), [image is not None for image in decoded]
 
     def on_after_batch_transfer(self, batch: WorkerBatch, dataloader_idx: int) -> Batch:
+        if not isinstance(batch, WorkerBatch):  # the model summary's example input: already the network's input
+            return batch
         for path in batch.skipped:
             if path not in self.skipped:
                 self.skipped.add(path)
