@@ -164,7 +164,7 @@ def _run_in_process(script: str, args: list[str], env: dict[str, str], cwd: Path
 
     from hydra.core.global_hydra import GlobalHydra
 
-    from alexnet_lab import cli
+    from alexnet_lab import runs
 
     main = importlib.import_module(ENTRY_POINTS[script]).main
     saved_env, saved_argv, saved_cwd = dict(os.environ), sys.argv[:], os.getcwd()
@@ -174,7 +174,7 @@ def _run_in_process(script: str, args: list[str], env: dict[str, str], cwd: Path
     os.environ.clear()
     os.environ.update(env)
     sys.argv = [script, *args]
-    cli._run_id = None  # a new command gets a new run id
+    runs._run_id = None  # a new command gets a new run id
     GlobalHydra.instance().clear()
     try:
         if cwd is not None:

@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 
-from alexnet_lab import cli
+from alexnet_lab import cli, errors
 
 
 def leftovers(logs: Path) -> list[Path]:
@@ -71,7 +71,7 @@ def composed():
 )
 def test_override_types_are_checked_against_the_defaults(override: str, message: str, composed) -> None:
     cfg = composed(override)
-    with pytest.raises(cli.ConfigError) as err:
+    with pytest.raises(errors.ConfigError) as err:
         cli.check_override_types(cfg)
     assert str(err.value) == message
 
@@ -79,7 +79,7 @@ def test_override_types_are_checked_against_the_defaults(override: str, message:
 def test_compile_takes_a_boolean_or_a_backend_name(composed) -> None:
     cli.check_override_types(composed("compile=aot_eager"))  # a torch.compile backend: no error
     cli.check_override_types(composed("compile=true"))
-    with pytest.raises(cli.ConfigError, match="compile=3 is not a boolean"):
+    with pytest.raises(errors.ConfigError, match="compile=3 is not a boolean"):
         cli.check_override_types(composed("compile=3"))
 
 
@@ -128,7 +128,7 @@ def test_values_a_library_refuses_become_one_line_naming_the_key(
     HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):
         del cfg["hydra"]  # as the task function gets it
-    with pytest.raises(cli.ConfigError) as err:
+    with pytest.raises(errors.ConfigError) as err:
         build(cfg)
     assert str(err.value).startswith(message) and "\n" not in str(err.value)
 

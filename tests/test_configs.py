@@ -140,7 +140,7 @@ def build_or_config_error(compose_train, tiny_data: dict, tmp_path: Path, *overr
     does, on tiny generated data; "built", or the one-line ConfigError it ends with (anything else fails)."""
     from omegaconf import open_dict, read_write
 
-    from alexnet_lab.cli import ConfigError
+    from alexnet_lab.errors import ConfigError
     from alexnet_lab.train import build
 
     cfg = compose_train(*overrides)
@@ -199,3 +199,21 @@ def test_every_experiment_builds_or_says_why_in_one_line(compose_train, tiny_dat
             assert outcome.startswith("trainer"), (experiment, outcome)
         else:
             assert outcome == "built", (experiment, outcome)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "units"),
+    [
+        (["model=cudaconvnet_18pct"], ("pixel", 1 / 255)),  # its init is calibrated for 0-255 pixels less the mean
+        (["model=cudaconvnet_19pct"], ("pixel", 1 / 255)),  # ... and so are the configs built on it
+        (["model=cudaconvnet_13pct"], ("pixel", 1 / 255)),
+        (["model=alexnet_cifar"], ([0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616])),  # the data's own default
+        (["model=cudaconvnet_18pct", "experiment=tutorial_cifar10"], (None, None)),  # an experiment still decides
+        (["model=cudaconvnet_18pct", "data.mean=channel"], ("channel", 1 / 255)),  # and so does the command line
+    ],
+)
+def test_the_data_feeds_the_input_units_a_model_config_asks_for(compose_train, overrides, units) -> None:
+    mean, std = units
+    cfg = compose_train(*overrides)
+    assert OmegaConf.to_container(cfg.data, resolve=True)["mean"] == mean
+    assert cfg.data.std is None if std is None else OmegaConf.to_object(cfg.data)["std"] == pytest.approx(std)

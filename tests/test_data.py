@@ -208,8 +208,11 @@ def test_num_classes_follows_the_data(tmp_path: Path) -> None:
     tree = write_tree(tmp_path / "three", n_train=60, n_test=15, classes=3)
     overrides = ["model=cudaconvnet_18pct", f"data.path={tree}", f"data.cache_dir={tmp_path / 'c'}", "data.val_size=6"]
     with hydra_task("train", overrides, tmp_path / "run") as cfg:
-        _, module, _ = build(cfg)
-        assert cfg.data.num_classes == 3 and module.net.classifier.fc10.out_features == 3
+        data, module, _ = build(cfg)
+        assert data.num_classes == 3 and module.net.classifier.fc10.out_features == 3
+        assert (
+            cfg.data.num_classes is None
+        )  # the composed config is left as composed: the count is passed, not written back
         assert module.hparams.run_config["data"]["num_classes"] == 3  # recorded in checkpoints as counted
     with pytest.raises(DataError, match="data has 3 classes, data.num_classes is 10; fix one"):
         datamodule(tree, tmp_path / "c2", num_classes=10)

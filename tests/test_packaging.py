@@ -66,10 +66,10 @@ def test_wheel_ships_the_configs_and_runs_outside_the_checkout(tmp_path: Path) -
 def test_importing_the_package_has_no_side_effects() -> None:
     """Tests and notebooks import the package freely: no resolver registered, no run id decided or exported."""
     code = (
-        "import os; from omegaconf import OmegaConf; import alexnet_lab, alexnet_lab.cli as cli, alexnet_lab.report;"
-        "import alexnet_lab.module, alexnet_lab.data, alexnet_lab.models;"
+        "import os; from omegaconf import OmegaConf; import alexnet_lab, alexnet_lab.cli, alexnet_lab.runs as runs, alexnet_lab.report;"
+        "import alexnet_lab.module, alexnet_lab.data, alexnet_lab.models, alexnet_lab.errors, alexnet_lab.checkpointing;"
         "assert not OmegaConf.has_resolver('run_dir_for') and not OmegaConf.has_resolver('run_id');"
-        "assert 'ALEXNET_RUN_ID' not in os.environ and cli._run_id is None; print('clean')"
+        "assert 'ALEXNET_RUN_ID' not in os.environ and runs._run_id is None; print('clean')"
     )
     env = {k: v for k, v in os.environ.items() if k != "ALEXNET_RUN_ID"}
     proc = subprocess.run(

@@ -12,20 +12,23 @@ import torch
 from conftest import FAST, hydra_task, isolated_env, run_cli, write_batches, write_jpeg_tree
 from PIL import Image
 
-from alexnet_lab import cli
+from alexnet_lab import errors
 from alexnet_lab.models import CudaConvnet18pct
-from alexnet_lab.neighbours import chunked_distances, distances, nearest, penultimate
+from alexnet_lab.neighbours import distances, nearest, penultimate
 from alexnet_lab.predict import predict
 from alexnet_lab.train import train
 
 WNIDS = ["n01440764", "n01443537", "n01484850"]
 
 
-def test_chunked_distances_equal_the_dense_ones() -> None:
+def test_nearest_over_key_batches_equals_the_dense_search() -> None:
     torch.manual_seed(0)
     queries, keys = torch.randn(5, 64), torch.randn(103, 64)
     for metric in ("euclidean", "cosine"):
-        torch.testing.assert_close(chunked_distances(queries, keys, metric, chunk=10), distances(queries, keys, metric))
+        found = nearest(queries, keys.split(10), k=4, metric=metric)
+        dense = distances(queries, keys, metric).topk(4, dim=1, largest=False)
+        torch.testing.assert_close(found.distances, dense.values)
+        assert torch.equal(found.indices, dense.indices)
     torch.testing.assert_close(distances(queries, keys), torch.cdist(queries.double(), keys.double()).float())
 
 
@@ -156,7 +159,7 @@ def test_a_checkpoint_of_each_network_works(lab: dict, model: str, data: list[st
 
 
 def test_bad_input_is_one_line(lab: dict, tmp_path: Path) -> None:
-    with pytest.raises(cli.ConfigError, match=r"predict.indices holds 999, outside the test split's 0..59"):
+    with pytest.raises(errors.ConfigError, match=r"predict.indices holds 999, outside the test split's 0..59"):
         predict_in_process(lab["tmp"], "bad", lab["ckpt"], "predict.indices=[1,999]")
     env = isolated_env(tmp_path)
     missing = tmp_path / "nope.ckpt"

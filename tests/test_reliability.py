@@ -16,7 +16,7 @@ import pytest
 import torch
 from conftest import FAST, isolated_env, run_cli, write_batches
 
-from alexnet_lab import cli
+from alexnet_lab import runs
 from alexnet_lab.checkpointing import AtomicCheckpointIO, CheckpointWriteError, atomic_torch_save
 
 # 900 training images in batches of 50: 18 steps an epoch; dropout makes the global RNG matter on resume
@@ -336,7 +336,8 @@ def test_ddp_on_cpu_inside_a_multirun_agrees_with_one_process(lab: dict) -> None
 def test_a_failed_sweep_job_runs_again_from_the_start_whatever_its_config(tmp_path: Path) -> None:
     from omegaconf import OmegaConf
 
-    from alexnet_lab.cli import ConfigError, config_fingerprint, previous_attempt
+    from alexnet_lab.errors import ConfigError
+    from alexnet_lab.runs import config_fingerprint, previous_attempt
 
     job = tmp_path / "3_seed-4"
     (job / "checkpoints").mkdir(parents=True)
@@ -362,6 +363,6 @@ def test_the_resume_hint_pastes_back_as_the_same_value(value: str) -> None:
     """The hint printed on SIGTERM, split by a shell and parsed by Hydra, gives back the run dir it names."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    (argument,) = shlex.split(cli.override("run_dir", value))
+    (argument,) = shlex.split(runs.override("run_dir", value))
     (parsed,) = OverridesParser.create().parse_overrides([argument])
     assert (parsed.key_or_group, parsed.value()) == ("run_dir", value)

@@ -22,7 +22,7 @@ from conftest import FAST, isolated_env, run_cli, write_batches
 from omegaconf import OmegaConf
 from PIL import Image
 
-from alexnet_lab import cli
+from alexnet_lab import errors, runs
 from alexnet_lab.checkpointing import newest_checkpoint
 from alexnet_lab.data import CIFAR10DataModule, DataError
 
@@ -98,7 +98,7 @@ def test_a_failed_job_that_left_no_checkpoints_runs_again(tmp_path: Path) -> Non
     job = tmp_path / "0_seed-1"
     job.mkdir()
     (job / "metrics.json").write_text(json.dumps({"status": "failed", "seed": 1, "error": "before any checkpoint"}))
-    assert cli.previous_attempt(OmegaConf.create({"seed": 1}), job) == (None, None)
+    assert runs.previous_attempt(OmegaConf.create({"seed": 1}), job) == (None, None)
 
 
 @pytest.mark.parametrize("content", ["[1, 2, 3]", "{half a record", "\x00\xff"])
@@ -106,7 +106,7 @@ def test_an_unreadable_record_is_set_aside_and_the_job_runs_again(tmp_path: Path
     job = tmp_path / "0_seed-1"
     (job / "checkpoints").mkdir(parents=True)
     (job / "metrics.json").write_text(content)
-    assert cli.previous_attempt(OmegaConf.create({"seed": None}), job) == (None, None)
+    assert runs.previous_attempt(OmegaConf.create({"seed": None}), job) == (None, None)
     (aside,) = job.glob("metrics.unreadable-*.json")
     assert aside.read_text() == content and not (job / "metrics.json").exists()  # nothing lost
 
@@ -119,8 +119,8 @@ def test_a_job_dir_another_process_holds_is_left_alone(trained: dict, tmp_path: 
     busy.mkdir(parents=True)
     running = {"status": "running", "seed": 1, "fingerprint": "whatever the first process wrote"}
     (busy / "metrics.json").write_text(json.dumps(running))
-    with cli.run_dir_lock(busy):
-        with pytest.raises(cli.JobBusy, match=f"{busy} is being run by another process"), cli.run_dir_lock(busy):
+    with runs.run_dir_lock(busy):
+        with pytest.raises(errors.JobBusy, match=f"{busy} is being run by another process"), runs.run_dir_lock(busy):
             pass
         run_cli("alexnet-train", "-m", *FAST, "trainer.max_epochs=1", "seed=1,2", f"hydra.sweep.dir={sweep}",
                 env=trained["env"], cwd=trained["tmp"])  # fmt: skip
@@ -301,12 +301,12 @@ def test_a_pasted_path_to_an_old_sweep_job_dir_works_unquoted(trained: dict) -> 
 
 def test_a_resumed_run_counts_the_seconds_of_its_earlier_attempt(tmp_path: Path) -> None:
     (tmp_path / "metrics.json").write_text(json.dumps({"status": "interrupted", "seconds": 3144.6}))
-    assert cli.earlier_seconds(tmp_path) == 3144.6
+    assert runs.earlier_seconds(tmp_path) == 3144.6
     for record in ({"status": "finished", "seconds": 10.0}, {"status": "interrupted", "seconds": -1}, [1]):
         (tmp_path / "metrics.json").write_text(json.dumps(record))
-        assert cli.earlier_seconds(tmp_path) == 0.0
+        assert runs.earlier_seconds(tmp_path) == 0.0
     (tmp_path / "metrics.json").write_text("{broken")
-    assert cli.earlier_seconds(tmp_path) == 0.0
+    assert runs.earlier_seconds(tmp_path) == 0.0
 
 
 # Trust II, second round: each attack an independent review found, built here

@@ -2,8 +2,7 @@
 
 A checkpoint holds tensors and plain values only (Lightning's loop and callback states, the run config as plain
 containers, the RNG states as tensors), so every load uses ``torch.load(weights_only=True)``: a crafted file's
-pickled code never runs. Checkpoints written before the RNG states became tensors hold a NumPy array; the three
-NumPy globals that rebuild a plain array are allow-listed for them (no other type is).
+pickled code never runs, and no global is allow-listed.
 """
 
 from __future__ import annotations
@@ -19,21 +18,19 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+from omegaconf import DictConfig, OmegaConf
 
+from alexnet_lab.errors import ConfigError, UserError
 from alexnet_lab.files import atomic_write
+from alexnet_lab.trust import check_config, check_values
 
 log = logging.getLogger(__name__)
 
 INTERRUPTED_EXIT_CODE = 143  # 128 + SIGTERM, what schedulers expect from a pre-empted job
-
-# a plain NumPy array (the NumPy RNG state of checkpoints written before it was stored as a tensor)
-_multiarray = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray  # NumPy 2 / 1
-torch.serialization.add_safe_globals([np.ndarray, np.dtype, np.dtypes.UInt32DType, _multiarray._reconstruct])
 
 
 class UnsafeCheckpoint(ValueError):
@@ -69,7 +66,7 @@ def newest_checkpoint(folder: Path) -> Path | None:
     return max(found)[3] if found else None
 
 
-class CheckpointWriteError(OSError):
+class CheckpointWriteError(UserError, OSError):
     """A checkpoint could not be written; the previous file at that path is untouched."""
 
 
@@ -221,3 +218,76 @@ class SaveOnInterrupt(L.Callback):
             self.saved = self.dirpath / "last.ckpt"
             trainer.save_checkpoint(self.saved, weights_only=False)  # a full checkpoint: it resumes the run
             log.warning("stopped by a signal: saved %s", self.saved)
+
+
+# ------------------------------------------------------------------- a checkpoint read back (eval, predict, resume)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint written by alexnet-train, or a clear error."""
+    if not path.is_file():
+        raise ConfigError(f"checkpoint {path} does not exist; pass ckpt_path=<run dir>/checkpoints/<file>.ckpt")
+    try:
+        ckpt = safe_load(path)
+    except UnsafeCheckpoint as err:
+        raise ConfigError(
+            f"checkpoint {path} was refused: loading it would run code it carries ({err}); alexnet-train's "
+            "checkpoints hold tensors and plain values only"
+        ) from err
+    except Exception as err:
+        raise ConfigError(f"checkpoint {path} is unreadable ({type(err).__name__}); pick another file") from err
+    hparams = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
+    trained = hparams.get("run_config") if isinstance(hparams, dict) else None
+    shaped = (
+        isinstance(trained, dict)
+        and all(isinstance(trained.get(k), dict) for k in ("model", "data"))
+        and isinstance(ckpt.get("state_dict"), dict)
+        and all(isinstance(v, torch.Tensor) for v in ckpt["state_dict"].values())
+        and trained.get("channels_last", False) in (True, False, "auto")
+    )
+    if not shaped:
+        raise ConfigError(f"checkpoint {path} was not written by alexnet-train (no run_config, model, data and "
+                          "state_dict of its shape); pick one that was")  # fmt: skip
+    # its config is data: no value is an interpolation, and what is built from it (the network and the data) only as
+    # the project's configs offer
+    check_values(trained, f"checkpoint {path}")
+    check_config({k: trained[k] for k in ("model", "data")}, f"checkpoint {path}")
+    if trained["model"].get("weights") is not None:  # torchvision's classes would download them
+        raise ConfigError(f"checkpoint {path}: model.weights={trained['model']['weights']!r}; its weights are in the "
+                          "checkpoint, nothing is downloaded: pick one trained by alexnet-train")  # fmt: skip
+    return ckpt
+
+
+def restored(ckpt: dict[str, Any], cfg: DictConfig) -> tuple[DictConfig, DictConfig]:
+    """(model, data) configs to rebuild a checkpoint's network and data on this machine: its own, with the keys set
+    in today's ``data`` on top; derived files (decoded caches, resized copies) go under this machine's data dir unless
+    today's ``data.cache_dir`` says otherwise, never where the checkpoint's config points."""
+    trained = OmegaConf.create(ckpt["hyper_parameters"]["run_config"])
+    data = OmegaConf.merge(trained.data, {k: v for k, v in cfg.data.items() if v is not None})
+    if cfg.data.get("cache_dir") is None:
+        kind = "imagenet" if "ImageNet" in str(data.get("_target_", "")) else "cifar10"
+        data.cache_dir = str(Path(cfg.paths.data_dir) / kind)
+    return trained.model, data
+
+
+def class_count(data: DictConfig, path: Path) -> int:
+    """The class count a checkpoint's data config records (its network's output width)."""
+    count = data.get("num_classes")
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ConfigError(f"checkpoint {path} records data.num_classes={count!r}, not a class count; pick one written "
+                          "by alexnet-train")  # fmt: skip
+    return count
+
+
+def check_fits(ckpt: dict[str, Any], module: torch.nn.Module, path: Path) -> None:
+    """Refuse, in one line, a checkpoint whose weights do not fit ``module`` (another network or class count)."""
+    want = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in ckpt.get("state_dict", {}).items()}
+    if want != got:
+        diff = next(k for k in sorted(want.keys() | got.keys()) if want.get(k) != got.get(k))
+        model = ckpt["hyper_parameters"]["run_config"].get("model", {})
+        raise ConfigError(
+            f"checkpoint {path} holds {str(model.get('_target_', '?')).rsplit('.', 1)[-1]} with num_classes="
+            f"{model.get('num_classes', '?')}, which does not fit this run's network ({diff}: {got.get(diff)} vs "
+            f"{want.get(diff)}); use the model= and data settings it was trained with"
+        )

@@ -5,16 +5,18 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from alexnet_lab import cli
+from alexnet_lab import checkpointing, cli
+from alexnet_lab.errors import build_node, run_guarded
+from alexnet_lab.files import write_json
 from alexnet_lab.module import Classifier
-from alexnet_lab.train import subset
+from alexnet_lab.runs import subset
 
 log = logging.getLogger(__name__)
 
@@ -23,24 +25,39 @@ log = logging.getLogger(__name__)
 cli.register_resolvers()
 
 
-def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    cli.check_override_types(cfg)
-    ckpt_path = Path(cfg.ckpt_path).expanduser().resolve()
-    ckpt = cli.load_checkpoint(ckpt_path)
-    # the checkpoint's own network and data config (normalisation, classes), with any key set in eval.yaml on top
-    model_cfg, data_cfg = cli.restored(ckpt, cfg)
-    built = OmegaConf.create({"model": model_cfg, "data": data_cfg})
+class Restored(NamedTuple):
+    """A checkpoint rebuilt on this machine, for eval and predict."""
+
+    path: Path
+    ckpt: dict[str, Any]
+    module: Classifier  # its network with its weights, in the memory format it trained in
+    model: DictConfig  # its own model config
+    data: DictConfig  # its own data config, with the keys set in today's ``data`` on top
+
+
+def restore(cfg: DictConfig) -> Restored:
+    """The checkpoint at ``cfg.ckpt_path``: read as data (nothing in it runs), rebuilt only as the project's configs
+    offer, its weights checked to fit, loaded."""
+    path = Path(cfg.ckpt_path).expanduser().resolve()
+    ckpt = checkpointing.load_checkpoint(path)
+    model_cfg, data_cfg = checkpointing.restored(ckpt, cfg)
     module = Classifier(
-        net=cli.build_node(built, "model"),
+        net=build_node(OmegaConf.create({"model": model_cfg}), "model"),
         optimizer=None,
-        num_classes=cli.class_count(data_cfg, ckpt_path),
+        num_classes=checkpointing.class_count(data_cfg, path),
         channels_last=ckpt["hyper_parameters"]["run_config"].get("channels_last", False),  # as at training time
     )
-    cli.check_fits(ckpt, module, ckpt_path)
+    checkpointing.check_fits(ckpt, module, path)
     module.load_state_dict(ckpt["state_dict"])
+    return Restored(path, ckpt, module, model_cfg, data_cfg)
+
+
+def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    cli.check_override_types(cfg)
+    ckpt_path, ckpt, module, model_cfg, data_cfg = restore(cfg)
     trainer = instantiate(cfg.trainer, logger=[instantiate(c) for c in cfg.logger.values() if c] or False)
     start = time.perf_counter()
-    datamodule = cli.build_node(built, "data")
+    datamodule = build_node(OmegaConf.create({"data": data_cfg}), "data")
     trainer.test(module, datamodule=datamodule, verbose=False)
     record = {
         "status": "finished",
@@ -55,14 +72,15 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "subset": subset(cfg.trainer),  # non-empty: only part of the split was tested (e.g. limit_test_batches)
         "config": {"model": OmegaConf.to_container(model_cfg), "data": OmegaConf.to_container(data_cfg)},
     }
-    cli.write_json(run_dir / "metrics.json", record)
+    write_json(run_dir / "metrics.json", record)
     log.info("metrics: %s", {k: round(v, 3) for k, v in record["final"].items()})
     return record
 
 
 @hydra.main(version_base="1.3", config_path="pkg://alexnet_lab.conf", config_name="eval")
 def hydra_main(cfg: DictConfig) -> None:
-    cli.run_guarded(evaluate, cfg)
+    cli.quiet_upstream()  # here too: a joblib launcher's worker processes run this function, not main()
+    run_guarded(evaluate, cfg)
 
 
 def main() -> None:

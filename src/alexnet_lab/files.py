@@ -1,13 +1,14 @@
-"""Files that are whole or absent: the one write helper checkpoints, caches and resized images share."""
+"""Files that are whole or absent: the one write helper checkpoints, caches, records and resized images share."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO, TextIO
+from typing import Any, BinaryIO, TextIO
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], object], sync: bool = True) -> None:
@@ -30,6 +31,21 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object], sync: bool = T
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write JSON atomically: a crash leaves the old file or the new one, never half of one."""
+    text = json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n"
+    atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def read_record(path: Path) -> dict[str, Any] | None:
+    """A ``metrics.json`` as a dict, or None when there is none or it is not one (a file from elsewhere, a link)."""
+    try:
+        record = json.loads(path.read_text()) if path.is_file() and not path.is_symlink() else None
+    except (OSError, ValueError, RecursionError):
+        return None
+    return record if isinstance(record, dict) else None
 
 
 class NoFollowFileHandler(logging.FileHandler):

@@ -17,6 +17,7 @@ from torchmetrics import MeanMetric, MetricCollection, MinMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from alexnet_lab.batches import Batch, Views
+from alexnet_lab.errors import UserError
 from alexnet_lab.models import ParamGroup
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,7 @@ OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., Any]
 
 
-class TrainingDiverged(FloatingPointError):
+class TrainingDiverged(UserError, FloatingPointError):
     """The training loss became NaN or infinite."""
 
 

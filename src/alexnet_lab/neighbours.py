@@ -35,11 +35,6 @@ def distances(queries: torch.Tensor, keys: torch.Tensor, metric: str = "euclidea
     raise ValueError(f"unknown distance {metric!r}: use euclidean or cosine")
 
 
-def chunked_distances(queries: torch.Tensor, keys: torch.Tensor, metric: str, chunk: int) -> torch.Tensor:
-    """:func:`distances` computed ``chunk`` keys at a time (the same numbers, a bounded working set)."""
-    return torch.cat([distances(queries, keys[i : i + chunk], metric) for i in range(0, len(keys), chunk)], dim=1)
-
-
 @dataclass
 class Nearest:
     """For each query, its ``k`` nearest keys: their indices (in the order the keys came) and distances."""

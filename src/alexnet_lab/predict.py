@@ -24,7 +24,9 @@ from omegaconf import DictConfig, OmegaConf
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from alexnet_lab import cli
-from alexnet_lab.module import Classifier
+from alexnet_lab.errors import ConfigError, build_node, run_guarded
+from alexnet_lab.eval import restore
+from alexnet_lab.files import write_json
 from alexnet_lab.neighbours import nearest, penultimate
 
 log = logging.getLogger(__name__)
@@ -46,7 +48,7 @@ def pick_indices(cfg: DictConfig, n: int, count: int) -> torch.Tensor:
         return spread(n, count)
     bad = [i for i in given if not isinstance(i, int) or not 0 <= i < n]
     if bad:
-        raise cli.ConfigError(
+        raise ConfigError(
             f"predict.indices holds {bad[0]!r}, outside the test split's 0..{n - 1}; pick from that range"
         )
     return torch.tensor(list(given), dtype=torch.int64)
@@ -135,21 +137,13 @@ def predict(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     cli.check_override_types(cfg)
     options = cfg.predict
     if options.distance not in ("euclidean", "cosine"):
-        raise cli.ConfigError(f"predict.distance={options.distance!r}: use euclidean or cosine")
-    ckpt_path = Path(cfg.ckpt_path).expanduser().resolve()
-    ckpt = cli.load_checkpoint(ckpt_path)
-    model_cfg, data_cfg = cli.restored(ckpt, cfg)
-    built = OmegaConf.create({"model": model_cfg, "data": data_cfg})
-    module = Classifier(
-        net=cli.build_node(built, "model"), optimizer=None, num_classes=cli.class_count(data_cfg, ckpt_path)
-    )
-    cli.check_fits(ckpt, module, ckpt_path)
-    module.load_state_dict(ckpt["state_dict"])
+        raise ConfigError(f"predict.distance={options.distance!r}: use euclidean or cosine")
+    ckpt_path, _, module, _, data_cfg = restore(cfg)
     if cfg.device not in ("auto", "cpu", "cuda"):
-        raise cli.ConfigError(f"device={cfg.device!r}: use auto, cpu or cuda")
+        raise ConfigError(f"device={cfg.device!r}: use auto, cpu or cuda")
     device = torch.device("cuda" if torch.cuda.is_available() and cfg.device != "cpu" else "cpu")
     net = module.net.to(device).eval()
-    datamodule = cli.build_node(built, "data")
+    datamodule = build_node(OmegaConf.create({"data": data_cfg}), "data")
     datamodule.prepare_data()
     datamodule.setup("test")
     test, train = datamodule.test_split, "train"
@@ -212,7 +206,7 @@ def predict(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "distance": options.distance,
         "train_images_searched": n_train if subset is None else len(subset),
     }
-    cli.write_json(run_dir / "metrics.json", record)
+    write_json(run_dir / "metrics.json", record)
     log.info("wrote predictions.png, neighbours.png, predictions.csv, confusion.png into %s (%.1f s)", run_dir, seconds)
     return record
 
@@ -229,7 +223,8 @@ def write_tensorboard(run_dir: Path, names: list[str]) -> None:
 
 @hydra.main(version_base="1.3", config_path="pkg://alexnet_lab.conf", config_name="predict")
 def hydra_main(cfg: DictConfig) -> None:
-    cli.run_guarded(predict, cfg)
+    cli.quiet_upstream()  # here too: a joblib launcher's worker processes run this function, not main()
+    run_guarded(predict, cfg)
 
 
 def main() -> None:

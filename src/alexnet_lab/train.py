@@ -5,8 +5,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import random
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -19,11 +17,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from alexnet_lab import cli
+from alexnet_lab import checkpointing, cli, runs
 from alexnet_lab.checkpointing import INTERRUPTED_EXIT_CODE
+from alexnet_lab.data import ClassificationData
+from alexnet_lab.errors import ConfigError, build_node, check_node, run_guarded
 from alexnet_lab.module import Classifier
 
 log = logging.getLogger(__name__)
@@ -35,33 +34,36 @@ cli.register_resolvers()
 FINAL_METRICS = ("val/top1_err", "val/top5_err", "test/top1_err", "test/top5_err")
 
 
-def build(cfg: DictConfig) -> tuple[L.LightningDataModule, Classifier, L.Trainer]:
+def build(cfg: DictConfig) -> tuple[ClassificationData, Classifier, L.Trainer]:
     """DataModule, LightningModule and Trainer from a composed config. A value a library refuses while a node is
-    built (or, for the optimizer and scheduler, first used) is a one-line :class:`cli.ConfigError` naming it."""
+    built (or, for the optimizer and scheduler, first used) is a one-line :class:`ConfigError` naming it."""
     devices, nodes = cfg.trainer.get("devices", 1), cfg.trainer.get("num_nodes", 1)
     batch = cfg.data.get("batch_size")
     if isinstance(devices, int) and isinstance(nodes, int) and isinstance(batch, int) and batch % (devices * nodes):
-        raise cli.ConfigError(
+        raise ConfigError(
             f"data.batch_size={batch} (the global batch) does not split over {devices * nodes} devices; "
             f"use a multiple of {devices * nodes}"
         )
-    datamodule = cli.build_node(cfg, "data")
-    if cfg.data.get("num_classes") is None:  # follow the data: count its classes (decoding or listing it, once)
-        cfg.data.num_classes = datamodule.num_classes = datamodule.count_classes()
-    net = cli.build_node(cfg, "model")
+    datamodule = build_node(cfg, "data")
+    if not isinstance(datamodule, ClassificationData):
+        raise ConfigError(f"data._target_={cfg.data.get('_target_')} does not keep the data contract "
+                          "(alexnet_lab.data.ClassificationData); pick data=cifar10 or data=imagenet")  # fmt: skip
+    classes = datamodule.num_classes  # data.num_classes, or counted from the data (decoding or listing it, once)
+    net = build_node(cfg, "model", num_classes=classes)
     check_input(net, datamodule.input_shape, cfg)  # before compile=true compiles it
     example = torch.zeros(1, *datamodule.input_shape)
-    run_config = OmegaConf.to_container(cfg, resolve=True)
-    optimizer = cli.build_node(cfg, "optimizer")
-    scheduler = cli.build_node(cfg, "scheduler") if cfg.get("scheduler") else None
-    module = cli.check_node(  # torch.compile refuses an unknown backend name here
+    run_config = OmegaConf.to_container(cfg, resolve=True)  # what eval and predict rebuild the network from
+    run_config["data"]["num_classes"] = run_config["model"]["num_classes"] = classes
+    optimizer = build_node(cfg, "optimizer")
+    scheduler = build_node(cfg, "scheduler") if cfg.get("scheduler") else None
+    module = check_node(  # torch.compile refuses an unknown backend name here
         cfg,
         "compile",
         lambda: Classifier(
             net=net,
             optimizer=optimizer,
             scheduler=scheduler,
-            num_classes=cfg.data.num_classes,
+            num_classes=classes,
             channels_last=cfg.channels_last,
             compile=cfg.compile,
             run_config=run_config,
@@ -70,12 +72,12 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, Classifier, L.Trainer
     if not cfg.compile:  # the model summary's sizes and FLOPs (a compiled net would compile for it first)
         module.example_input_array = example
     # partials: torch checks their values only when they are called
-    cli.check_node(cfg, "optimizer", module.build_optimizer)
+    check_node(cfg, "optimizer", module.build_optimizer)
     if cfg.get("scheduler"):
-        cli.check_node(cfg, "scheduler", module.configure_optimizers)
-    callbacks = [cli.build_node(cfg, f"callbacks.{k}") for k, c in (cfg.get("callbacks") or {}).items() if c]
-    loggers = [cli.build_node(cfg, f"logger.{k}") for k, c in (cfg.get("logger") or {}).items() if c]
-    trainer = cli.build_node(cfg, "trainer", callbacks=callbacks, logger=loggers or False)
+        check_node(cfg, "scheduler", module.configure_optimizers)
+    callbacks = [build_node(cfg, f"callbacks.{k}") for k, c in (cfg.get("callbacks") or {}).items() if c]
+    loggers = [build_node(cfg, f"logger.{k}") for k, c in (cfg.get("logger") or {}).items() if c]
+    trainer = build_node(cfg, "trainer", callbacks=callbacks, logger=loggers or False)
     return datamodule, module, trainer
 
 
@@ -89,7 +91,7 @@ def check_input(net: torch.nn.Module, shape: tuple[int, ...], cfg: DictConfig) -
     except Exception as err:
         target = str(cfg.model.get("_target_", "?")).rsplit(".", 1)[-1]
         cause = str(err).strip().splitlines()[0]
-        raise cli.ConfigError(
+        raise ConfigError(
             f"model {target} cannot take the data's {shape[1]}x{shape[2]} images ({cause}); pick a model= for "
             "this data, or set data.crop_size to the size the network was built for"
         ) from err
@@ -158,37 +160,6 @@ def scalar_metrics(trainer: L.Trainer, prefix: str = "") -> dict[str, float]:
     return {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(prefix)}
 
 
-SUBSET_KEYS = ("fast_dev_run", "overfit_batches", "limit_train_batches", "limit_val_batches", "limit_test_batches")
-
-
-def subset(trainer_cfg: DictConfig) -> dict[str, Any]:
-    """The trainer settings that make a run see only part of its data (empty for a run on whole splits)."""
-
-    def part(key: str, value: Any) -> bool:
-        if key.startswith("limit_"):  # None or the float 1.0: all of it (the int 1 is one batch)
-            return value is not None and not (isinstance(value, float) and value == 1.0)
-        return bool(value)  # fast_dev_run: true or a number of batches; overfit_batches: > 0
-
-    return {k: trainer_cfg.get(k) for k in SUBSET_KEYS if part(k, trainer_cfg.get(k))}
-
-
-def config_summary(cfg: DictConfig) -> dict[str, Any]:
-    pick = {
-        k: OmegaConf.to_container(cfg[k], resolve=True) if cfg.get(k) else None
-        for k in ("model", "optimizer", "scheduler")
-    }
-    data = OmegaConf.to_container(cfg.data, resolve=True)
-    trainer = {k: cfg.trainer.get(k) for k in ("accelerator", "devices", "precision", "max_epochs", "deterministic")}
-    return {**pick, "data": data, "trainer": trainer}
-
-
-def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    cli.check_override_types(cfg)
-    shared = cfg.ckpt_path == "last" or HydraConfig.get().mode == RunMode.MULTIRUN  # a dir another process may start
-    with cli.run_dir_lock(run_dir) if shared else contextlib.nullcontext():
-        return fit_and_test(cfg, run_dir)
-
-
 def extras(cfg: DictConfig) -> None:
     """lightning-hydra-template's extras: the config tree (rich) and the warnings filter."""
     options = cfg.get("extras") or {}
@@ -209,108 +180,88 @@ def extras(cfg: DictConfig) -> None:
         rich_print(tree)
 
 
-def fit_and_test(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    extras(cfg)
-    resume_from = None
-    if cfg.ckpt_path == "last":  # continue a run in its own dir, with its own config
-        cfg, resume_from = cli.resume_config(cfg, run_dir)
-    elif cfg.ckpt_path is not None:
-        resume_from = Path(cfg.ckpt_path).expanduser().resolve()
-    elif HydraConfig.get().mode == RunMode.MULTIRUN:  # a sweep started again: keep finished jobs, resume the rest
-        kept, resume_from = cli.previous_attempt(cfg, run_dir)
-        if kept is not None:
+def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """Train and test one run in ``run_dir``, keep its ``metrics.json`` up to date, and return that record."""
+    cli.check_override_types(cfg)
+    shared = cfg.ckpt_path == "last" or HydraConfig.get().mode == RunMode.MULTIRUN  # a dir another process may start
+    with runs.run_dir_lock(run_dir) if shared else contextlib.nullcontext():
+        extras(cfg)
+        start = runs.start(cfg, run_dir)
+        if start.kept is not None:
             log.info("this job finished earlier with the same config: kept as it is (%s)", run_dir / "metrics.json")
-            return kept
-    tags = cfg.get("tags")
-    if tags is not None and (not OmegaConf.is_list(tags) or not all(isinstance(t, (str, int)) for t in tags)):
-        raise cli.ConfigError(f"tags={tags!r}: give a list, e.g. tags=[lrn,first-try]")
-    if cfg.seed is not None and not cli.valid_seed(cfg.seed):
-        raise cli.ConfigError(
-            f"seed={cfg.seed!r} is not an integer in 0..{cli.MAX_SEED}; give e.g. seed=0, or leave it out"
-        )
-    seed = cfg.seed if cfg.seed is not None else random.SystemRandom().randrange(2**31)
-    cfg.seed = seed  # the seed actually used, also when none was given
-    L.seed_everything(seed, workers=True)
-    # taken as composed: build() fills in what follows the data
-    fingerprint, fingerprinted = cli.config_fingerprint(cfg), cli.fingerprinted(cfg)
-    datamodule, module, trainer = build(cfg)
-    if resume_from is not None:
-        cli.check_fits(cli.load_checkpoint(resume_from), module, resume_from)
-    datamodule.prepare_data()  # find and decode the data now: a bad source fails before anything is written
-    earlier = cli.earlier_seconds(run_dir) if resume_from is not None else 0.0  # a resumed run's time so far
+            return start.kept
+        cfg, resume_from = start.cfg, start.resume_from
+        L.seed_everything(runs.settle_seed(cfg), workers=True)
+        record = runs.RunRecord(cfg, run_dir, resume_from)  # the config as composed: build() fills in the data's
+        datamodule, module, trainer = build(cfg)
+        if resume_from is not None:
+            checkpointing.check_fits(checkpointing.load_checkpoint(resume_from), module, resume_from)
+        datamodule.prepare_data()  # find and decode the data now: a bad source fails before anything is written
+        record.built(cfg, datamodule.num_classes, writer=trainer.is_global_zero)
+        log.info("run dir: %s", run_dir)
+        add_custom_scalars(trainer)
+        with record.training(INTERRUPTED_EXIT_CODE):
+            ckpt_path = str(resume_from) if resume_from else None
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        if trainer.interrupted:
+            raise RuntimeError("training was interrupted before it finished")
+        final = trained_metrics(trainer, record.data)
+        record.data["data"] = datamodule.describe()  # splits, evaluation protocols, classes, skipped images
+        if cfg.test:
+            final.update(test(cfg, trainer, module, datamodule, record.data))
+        record.data["final"] = dict(sorted(final.items()))
+        log_hparams(trainer, hparams_of(cfg, run_dir))
+        finish_loggers(trainer)
+        record.save(status="finished")
+        log.info("metrics: %s", {k: round(v, 3) for k, v in record.data["final"].items()})
+        log.info("done: %s", run_dir)
+        return record.data
 
-    record: dict[str, Any] = {
-        "status": "running",
-        "seed": seed,
-        "run_dir": str(run_dir),
-        "overrides": list(HydraConfig.get().overrides.task),
-        "resumed_from": str(resume_from) if resume_from else None,
-        "fingerprint": fingerprint,  # a rerun of the sweep keeps this job if it still matches
-        "fingerprinted": fingerprinted,  # ... or if every value it hashed is still the same (keys added since aside)
-        "git": cli.git_info(Path(HydraConfig.get().runtime.cwd)),
-        "versions": {"torch": torch.__version__, "lightning": L.__version__},
-        "config": config_summary(cfg),
-        "tags": list(cfg.get("tags") or []),
-        "subset": subset(cfg.trainer),  # non-empty: trained or evaluated on part of the data only
-    }
 
-    def save() -> None:
-        if trainer.is_global_zero:  # under SLURM every rank runs this function; one writes
-            cli.write_json(run_dir / "metrics.json", record)
-
-    save()
-    log.info("run dir: %s", run_dir)
+def add_custom_scalars(trainer: L.Trainer) -> None:
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger) and trainer.is_global_zero:
             logger.experiment.add_custom_scalars(LAYOUT)
-    start = time.perf_counter()
-    try:
-        trainer.fit(
-            module, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None, weights_only=True
-        )
-    except SIGTERMException:
-        saved = run_dir / "checkpoints" / "last.ckpt"
-        seconds = round(earlier + time.perf_counter() - start, 2)
-        record.update(status="interrupted", seconds=seconds, steps=trainer.global_step)
-        save()
-        resume = cli.override("name", cfg.name) if cfg.name else cli.override("run_dir", run_dir)
-        print(f"interrupted: saved {saved}; resume with alexnet-train ckpt_path=last {resume}", file=sys.stderr)
-        sys.exit(INTERRUPTED_EXIT_CODE)
-    record["seconds"] = round(earlier + time.perf_counter() - start, 2)  # training time over every attempt
-    if trainer.interrupted:
-        raise RuntimeError("training was interrupted before it finished")
+
+
+def finish_loggers(trainer: L.Trainer) -> None:
+    for logger in trainer.loggers:
+        if type(logger).__name__ == "WandbLogger" and trainer.is_global_zero:
+            logger.experiment.finish()  # Lightning leaves the W&B run open; its offline file is whole only now
+
+
+def trained_metrics(trainer: L.Trainer, record: dict[str, Any]) -> dict[str, float]:
+    """The metrics at the end of training; the epochs, steps and best checkpoint go into ``record``."""
     final = scalar_metrics(trainer)
     final.pop("step", None)  # the x axis of the curves, not a metric
     record["epochs"] = int(final.pop("progress/epochs", trainer.current_epoch))
     record["steps"] = int(final.pop("progress/steps", trainer.global_step))
-    checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
-    if checkpoint is not None and checkpoint.best_model_path:
+    if best := best_checkpoint(trainer):
         # from callback_metrics: with spawned DDP processes the callback's own score stays in the workers
-        record["best"] = {"val/top1_err": final.get("val/top1_err_best"), "ckpt_path": checkpoint.best_model_path}
-    record["data"] = datamodule.describe()  # splits, evaluation protocols, classes, skipped images
+        record["best"] = {"val/top1_err": final.get("val/top1_err_best"), "ckpt_path": best}
+    return final
 
-    if cfg.test:
-        ckpt = cfg.test_ckpt if checkpoint is not None and checkpoint.best_model_path else None
-        start = time.perf_counter()
-        trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True, verbose=False)
-        record["test_seconds"] = round(time.perf_counter() - start, 2)
-        record["test_ckpt"] = trainer.ckpt_path or "weights at the end of training"
-        final.update(scalar_metrics(trainer, "test/"))
-    record["final"] = dict(sorted(final.items()))
-    record["status"] = "finished"
-    log_hparams(trainer, hparams_of(cfg, run_dir))
-    for logger in trainer.loggers:
-        if type(logger).__name__ == "WandbLogger" and trainer.is_global_zero:
-            logger.experiment.finish()  # Lightning leaves the W&B run open; its offline file is whole only now
-    save()
-    log.info("metrics: %s", {k: round(v, 3) for k, v in record["final"].items()})
-    log.info("done: %s", run_dir)
-    return record
+
+def best_checkpoint(trainer: L.Trainer) -> str | None:
+    checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
+    return checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
+
+
+def test(cfg: DictConfig, trainer: L.Trainer, module: Classifier, datamodule: L.LightningDataModule,
+         record: dict[str, Any]) -> dict[str, float]:  # fmt: skip
+    """Test once: the best checkpoint's weights (``test_ckpt``) if one was kept, else the final weights."""
+    ckpt = cfg.test_ckpt if best_checkpoint(trainer) else None
+    start = time.perf_counter()
+    trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True, verbose=False)
+    record["test_seconds"] = round(time.perf_counter() - start, 2)
+    record["test_ckpt"] = trainer.ckpt_path or "weights at the end of training"
+    return scalar_metrics(trainer, "test/")
 
 
 @hydra.main(version_base="1.3", config_path="pkg://alexnet_lab.conf", config_name="train")
 def hydra_main(cfg: DictConfig) -> float | None:
-    record = cli.run_guarded(train, cfg)
+    cli.quiet_upstream()  # here too: a joblib launcher's worker processes run this function, not main()
+    record = run_guarded(train, cfg)
     # what Hydra sweepers (Optuna) minimise; NaN marks a failed trial without stopping the search
     return record["final"].get(cfg.optimized_metric, math.nan) if record else math.nan
 

@@ -19,9 +19,10 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf
 
 from alexnet_lab import conf
+from alexnet_lab.errors import UserError
 
 
-class Refused(ValueError):
+class Refused(UserError, ValueError):
     """A config from a file asks for something the project's own configs do not offer."""
 
 

@@ -22,7 +22,6 @@ from alexnet_lab.data.common import (
     PROTOCOLS,
     UNREADABLE,
     DataError,
-    atomic_save,
     bomb_guarded,
     check_protocols,
     check_std,
@@ -32,6 +31,7 @@ from alexnet_lab.data.common import (
 )
 from alexnet_lab.data.loader import TensorBatches
 from alexnet_lab.data.transforms import Normalize, center_crop
+from alexnet_lab.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -296,7 +296,7 @@ class CIFAR10DataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         self.path, self.cache_dir, self.download = Path(path).expanduser(), Path(cache_dir).expanduser(), download
-        self.num_classes = num_classes
+        self._num_classes = num_classes
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
         self.val_size, self.seed, self.split_seed = val_size, seed, split_seed
         if crop_size is not None and not 0 < crop_size <= 32:
@@ -355,7 +355,7 @@ class CIFAR10DataModule(L.LightningDataModule):
         log.info("decoding CIFAR-10 (%s) from %s into %s", kind, source, cache)
         data = read_source(kind, source)
         data["source"] = str(source)
-        atomic_save(data, cache)
+        atomic_write(cache, lambda f: torch.save(data, f))
 
     def count_classes(self) -> int:
         """The number of classes the data holds (decoding it into the cache first, once)."""
@@ -377,12 +377,12 @@ class CIFAR10DataModule(L.LightningDataModule):
             return
         data = self._load_cache()
         self.classes = list(data["classes"])
-        if self.num_classes is not None and len(self.classes) != self.num_classes:
+        if self._num_classes is not None and len(self.classes) != self._num_classes:
             raise DataError(
-                f"data has {len(self.classes)} classes, data.num_classes is {self.num_classes}; fix one, or set "
+                f"data has {len(self.classes)} classes, data.num_classes is {self._num_classes}; fix one, or set "
                 "data.num_classes=null to follow the data"
             )
-        self.num_classes = len(self.classes)
+        self._num_classes = len(self.classes)
         train_x, train_y = data["train_images"], data["train_labels"]
         n = len(train_y)
         if not 0 <= self.val_size < n:
@@ -405,6 +405,14 @@ class CIFAR10DataModule(L.LightningDataModule):
             return Normalize(self.mean, self.std)
         pixel_mean = (train_images.sum(dim=0, dtype=torch.float64) / (255.0 * len(train_images))).float().cpu()
         return Normalize(pixel_mean if self.mean == "pixel" else pixel_mean.mean(dim=(1, 2)), self.std)
+
+    @property
+    def num_classes(self) -> int:
+        """The network's output width: data.num_classes if set (checked against the data once it is read), else
+        counted from the data, once."""
+        if self._num_classes is None:
+            self._num_classes = self.count_classes()
+        return self._num_classes
 
     @property
     def input_shape(self) -> tuple[int, int, int]:

@@ -6,17 +6,45 @@ import contextlib
 import hashlib
 import warnings
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from alexnet_lab.files import atomic_write
+from alexnet_lab.batches import Batch
+from alexnet_lab.errors import UserError
 
 
-class DataError(RuntimeError):
+class DataError(UserError, RuntimeError):
     """Data that cannot be found or read; the message names the thing and the fix."""
+
+
+@runtime_checkable
+class ClassificationData(Protocol):
+    """What train, eval and predict use of a DataModule besides Lightning's own hooks; both DataModules keep it.
+
+    Input units: the network receives ``(x / 255 - mean) / std`` with the data config's ``mean`` (three values,
+    ``pixel``: the training split's mean image, ``channel``: its per-channel mean, or null) and ``std``; a model
+    config whose init is calibrated for other units sets them (``conf/inputs/``), and the data follows.
+    """
+
+    test_split: str  # the split Lightning's test stage evaluates ("test"; ImageNet: "val")
+
+    @property
+    def num_classes(self) -> int: ...  # data.num_classes, or counted from the data
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]: ...  # (C, H, W) of what the network receives
+
+    def count_classes(self) -> int: ...
+    def describe(self) -> dict[str, Any]: ...  # splits, evaluation views, classes, skipped images: for metrics.json
+    def class_names(self) -> list[str]: ...
+    def split_size(self, split: str) -> int: ...
+    def images(self, split: str, indices: torch.Tensor) -> torch.Tensor: ...  # uint8 (N, C, H, W), as stored
+    def labels(self, split: str, indices: torch.Tensor) -> torch.Tensor: ...
+    def plain_batches(
+        self, split: str, device: torch.device, indices: torch.Tensor | None = None
+    ) -> Iterator[Batch]: ...  # one centre view per image, in the network's units, in order
 
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}  # image files in class folders (any case)
@@ -59,11 +87,6 @@ def check_protocols(val_protocol: str, test_protocol: str) -> dict[str, str]:
 def source_key(*parts: object) -> str:
     """A short stable hex key for a data source and the settings a cache made from it depends on."""
     return hashlib.sha1("|".join(map(str, parts)).encode()).hexdigest()[:10]
-
-
-def atomic_save(obj: object, target: Path) -> None:
-    """torch.save that readers see whole or not at all."""
-    atomic_write(target, lambda f: torch.save(obj, f))
 
 
 def global_batch(trainer: Any, batch_size: int, eval_batch_size: int, train: bool) -> tuple[int, int, int]:

@@ -18,8 +18,8 @@ Activation = Literal["relu", "tanh"]
 class ResponseNorm(nn.Module):
     """b = a / divisor(a): what every response normalisation computes, and what a monitor can measure.
 
-    ``floor`` is the smallest divisor (k^beta, reached where all activations are 0): a divisor that stays at its
-    floor is a constant rescaling the next layer absorbs, not a normalisation.
+    The smallest divisor is k^beta (where all activations are 0): a divisor that stays there is a constant
+    rescaling the next layer absorbs, not a normalisation.
     """
 
     k: float
@@ -27,10 +27,6 @@ class ResponseNorm(nn.Module):
 
     def divisor(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
-
-    @property
-    def floor(self) -> float:
-        return self.k**self.beta
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x / self.divisor(x)

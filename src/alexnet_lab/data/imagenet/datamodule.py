@@ -17,7 +17,6 @@ from alexnet_lab.batches import Batch, Views
 from alexnet_lab.data.common import (
     PROTOCOLS,
     DataError,
-    atomic_save,
     check_protocols,
     check_std,
     fit_progress,
@@ -37,6 +36,7 @@ from alexnet_lab.data.imagenet.source import (
 from alexnet_lab.data.imagenet.workers import Draws, Encoded, ImageFiles, ResumableLoader, WorkerBatch, collate
 from alexnet_lab.data.loader import EpochSampler
 from alexnet_lab.data.transforms import Normalize, center_crop, hflip, pca_lighting, ten_crop, windows
+from alexnet_lab.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ class ImageNetDataModule(L.LightningDataModule):
         if pca_std and (pca_eigval is None or pca_eigvec is None):
             raise DataError("data.pca_std > 0 needs data.pca_eigval and data.pca_eigvec (or set pca_std=0)")
         self.path, self.cache_dir = Path(path).expanduser(), Path(cache_dir).expanduser()
-        self.num_classes, self.classes_arg = num_classes, classes
+        self._num_classes, self.classes_arg = num_classes, classes
         self.max_per_class, self.max_val_per_class = max_per_class, max_val_per_class
         if minival_per_class < 0:
             raise DataError(f"data.minival_per_class={minival_per_class} must be >= 0 (0: validate on the val split)")
@@ -156,12 +156,12 @@ class ImageNetDataModule(L.LightningDataModule):
         if not available:
             raise DataError(f"{train} holds no class folders; point data.path at a train/<wnid>/ + val/<wnid>/ tree")
         self.classes = pick_classes(available, self.classes_arg)
-        if self.num_classes is not None and len(self.classes) != self.num_classes:
+        if self._num_classes is not None and len(self.classes) != self._num_classes:
             raise DataError(
-                f"{len(self.classes)} classes selected, data.num_classes is {self.num_classes}; set data.classes, or "
+                f"{len(self.classes)} classes selected, data.num_classes is {self._num_classes}; set data.classes, or "
                 "data.num_classes (null follows the data)"
             )
-        self.num_classes = len(self.classes)
+        self._num_classes = len(self.classes)
         train_samples, minival = list_split(train, self.classes, self.max_per_class, self.minival_per_class)
         return {
             "train": train_samples,
@@ -246,7 +246,7 @@ class ImageNetDataModule(L.LightningDataModule):
         subset = train[:: max(1, len(train) // self.mean_images)][: self.mean_images]
         pixel_mean, count = mean_image(subset, self.image_size, self._workers(), self.skip_bad_images)
         log.info("measured the mean of %d training images into %s", count, target)
-        atomic_save({"pixel_mean": pixel_mean, "images": count}, target)
+        atomic_write(target, lambda f: torch.save({"pixel_mean": pixel_mean, "images": count}, f))
 
     # -- setup and loaders
 
@@ -400,6 +400,14 @@ class ImageNetDataModule(L.LightningDataModule):
         """uint8 (N, 3, S, S) -> normalised (N, 3, crop, crop) centre crops, or :class:`Views` of the 10 crops."""
         x = self.normalize(images)
         return center_crop(x, self.crop_size) if protocol == "center" else Views(ten_crop(x, self.crop_size))
+
+    @property
+    def num_classes(self) -> int:
+        """The network's output width: data.num_classes if set (checked against the data once it is read), else
+        counted from the data, once."""
+        if self._num_classes is None:
+            self._num_classes = self.count_classes()
+        return self._num_classes
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
