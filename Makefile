@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 ALEXNET_CIFAR10 ?= $(firstword $(wildcard $(CURDIR)/../shared/data/cifar10-jpeg.tar.gz))
 export ALEXNET_CIFAR10
 ARGS ?= experiment=tutorial_cifar10
+PORT ?= 6006
 
 .PHONY: help setup train test test-quick lint format tensorboard clean clean-logs
 .DEFAULT_GOAL := help
@@ -39,8 +40,8 @@ format: setup  ## ruff: fix what it can, then format
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-tensorboard: setup  ## the training runs (logs/train); evaluations: tensorboard --logdir logs/eval
-	$(BIN)/tensorboard --logdir logs/train
+tensorboard: setup  ## the training runs (logs/train; PORT=6007 for another port); debug runs: --logdir logs/debug
+	$(BIN)/tensorboard --logdir logs/train --port $(PORT)
 
 clean:  ## remove .venv and build outputs (runs stay in logs/)
 	rm -rf $(VENV) build *.egg-info

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import FAST, run_cli, write_batches
+from conftest import FAST, run_cli, without_local, write_batches
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -52,7 +52,7 @@ def composed():
     with initialize_config_module(config_module="alexnet_lab.conf", version_base="1.3"):
 
         def compose_with(*overrides: str):
-            cfg = compose(config_name="train", overrides=list(overrides), return_hydra_config=True)
+            cfg = compose(config_name="train", overrides=without_local(overrides), return_hydra_config=True)
             HydraConfig.instance().set_config(cfg)
             return cfg
 

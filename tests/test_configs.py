@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import without_local
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -21,7 +22,9 @@ def compose_train():
     register_resolvers()
     GlobalHydra.instance().clear()
     with initialize_config_module(config_module="alexnet_lab.conf", version_base="1.3"):
-        yield lambda *overrides: compose(config_name="train", overrides=list(overrides), return_hydra_config=True)
+        yield lambda *overrides: compose(
+            config_name="train", overrides=without_local(overrides), return_hydra_config=True
+        )
     GlobalHydra.instance().clear()
 
 

@@ -307,10 +307,16 @@ def test_small_budget_says_first_that_it_cannot_decide(tmp_path: Path) -> None:
     markdown = to_markdown(report)
     assert markdown.splitlines()[0] == "# Ablation: lrn (small budget: cannot decide the claims)"
     assert markdown.splitlines()[2].startswith(
-        "**Small budget (3 epochs per run): this sweep cannot decide the claims.**"
+        "**Small budget: this sweep cannot decide the claims.** Its runs trained 3 epochs per run; it tries"
     )
     assert "`budget=paper` (140 epochs)" in markdown
     assert report.checks[0].verdict.label == "not decided" and "(agrees here)" in report.checks[0].verdict.sentence
+    # a debug sweep (debug=limit) says that its runs saw part of the data
+    first = next(tmp_path.glob("0_*")) / "metrics.json"
+    first.write_text(json.dumps({**json.loads(first.read_text()), "subset": {"limit_train_batches": 10}}))
+    assert "3 epochs per run **on part of the data** (limit_train_batches=10: a debug run)" in to_markdown(
+        build_report(tmp_path)
+    )
 
 
 ACTIVATION = {

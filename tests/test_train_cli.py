@@ -52,7 +52,7 @@ def test_metrics_json(trained: dict) -> None:
     assert record["best"]["ckpt_path"].endswith(".ckpt") and Path(record["best"]["ckpt_path"]).is_file()
     assert record["config"]["model"]["_target_"] == "alexnet_lab.models.CudaConvnet18pct"
     assert record["config"]["optimizer"]["_target_"] == "torch.optim.Adam"
-    assert record["overrides"] == trained["args"]
+    assert record["overrides"] == [*trained["args"], "~local"]  # the tests leave this machine's local config out
     assert record["seconds"] > 0 and record["versions"]["torch"]
     # the generated classes are separable by colour: three epochs must beat chance (90 %) by far
     assert record["final"]["test/top1_err"] < 50.0
@@ -121,8 +121,12 @@ def test_hparams_tab_lists_real_final_metrics(trained: dict) -> None:
 def test_eval_reproduces_the_train_time_test_metrics(trained: dict) -> None:
     record = json.loads((trained["run_dir"] / "metrics.json").read_text())
     ckpt = record["best"]["ckpt_path"]
-    run_cli("alexnet-eval", f"ckpt_path={ckpt}", "trainer.accelerator=cpu", env=trained["env"], cwd=trained["tmp"])
+    proc = run_cli(
+        "alexnet-eval", f"ckpt_path={ckpt}", "trainer.accelerator=cpu", env=trained["env"], cwd=trained["tmp"]
+    )
     (eval_dir,) = run_dirs(trained["tmp"] / "logs", "eval")
+    said = proc.stdout + proc.stderr
+    assert f"run dir: {eval_dir}" in said and f"done: {eval_dir}" in said
     evaluated = json.loads((eval_dir / "metrics.json").read_text())
     assert evaluated["status"] == "finished" and evaluated["ckpt_path"] == ckpt
     for key in ("test/loss", "test/top1_err", "test/top5_err"):
@@ -172,6 +176,7 @@ def test_multirun_with_seeds_and_same_second_runs_never_collide(cli_env: dict, t
     (sweep,) = (tmp_path / "logs" / "train" / "multiruns").iterdir()
     jobs = sorted(p.parent.name for p in sweep.glob("*/.hydra"))
     assert jobs == ["0_seed-1", "1_seed-2"], multi.stdout[-1000:]
+    assert f"sweep dir: {sweep} (alexnet-report {sweep} when it is done)" in multi.stdout  # said at the start
     seeds = [json.loads((sweep / j / "metrics.json").read_text())["seed"] for j in jobs]
     assert seeds == [1, 2]
     assert "LeafSpec" not in multi.stderr  # the workers are as quiet as the entry point

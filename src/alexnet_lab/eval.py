@@ -54,6 +54,7 @@ def restore(cfg: DictConfig) -> Restored:
 
 def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     cli.check_override_types(cfg)
+    log.info("run dir: %s", run_dir)
     ckpt_path, ckpt, module, model_cfg, data_cfg = restore(cfg)
     trainer = instantiate(cfg.trainer, logger=[instantiate(c) for c in cfg.logger.values() if c] or False)
     start = time.perf_counter()
@@ -74,6 +75,7 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     }
     write_json(run_dir / "metrics.json", record)
     log.info("metrics: %s", {k: round(v, 3) for k, v in record["final"].items()})
+    log.info("done: %s", run_dir)
     return record
 
 

@@ -190,10 +190,10 @@ class Classifier(L.LightningModule):
         if not self.trainer.is_global_zero or self.trainer.sanity_checking:
             return
         val = self.trainer.callback_metrics  # this epoch's validation ran before the training epoch's end
-        shown = f"val top-1 {float(val['val/top1_err']):.2f} %, top-5 {float(val['val/top5_err']):.2f} %, " if (
+        shown = f"val error top-1 {float(val['val/top1_err']):.2f} %, top-5 {float(val['val/top5_err']):.2f} %, " if (
             "val/top1_err" in val) else ""  # fmt: skip
         log.info(
-            "epoch %d/%d: train loss %.4f, train top-1 %.2f %%, %s%.1f s",
+            "epoch %d/%d: train loss %.4f, train error top-1 %.2f %%, %s%.1f s",
             self.current_epoch + 1,
             self.trainer.max_epochs,
             float(train["train/loss"]),
@@ -236,7 +236,7 @@ class Classifier(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         values = self._log_epoch("test", ("loss", "top1_err", "top5_err"))
         if self.trainer.is_global_zero:  # rounded, instead of Lightning's table of raw floats (verbose=False)
-            log.info("test: top-1 %.2f %%, top-5 %.2f %%, loss %.4f", *(float(values[f"test/{k}"])
+            log.info("test: error top-1 %.2f %%, top-5 %.2f %%, loss %.4f", *(float(values[f"test/{k}"])
                      for k in ("top1_err", "top5_err", "loss")))  # fmt: skip
 
     def configure_optimizers(self) -> Any:

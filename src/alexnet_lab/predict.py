@@ -135,6 +135,7 @@ def confusion_figure(matrix: torch.Tensor, names: list[str], path: Path) -> None
 
 def predict(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     cli.check_override_types(cfg)
+    log.info("run dir: %s", run_dir)
     options = cfg.predict
     if options.distance not in ("euclidean", "cosine"):
         raise ConfigError(f"predict.distance={options.distance!r}: use euclidean or cosine")

@@ -161,6 +161,7 @@ class RunDirGuard(Callback):
         sweep = Path(str(config.hydra.sweep.dir))
         _check_writable(sweep.parent)
         _check_links(sweep)
+        print(f"sweep dir: {sweep} (alexnet-report {sweep} when it is done)", flush=True)
         for job in sorted(sweep.iterdir()) if sweep.is_dir() and not sweep.is_symlink() else []:
             if job.is_dir() or job.is_symlink():  # a job dir of an earlier start of the same sweep
                 _check_links(job)

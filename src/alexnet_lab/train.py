@@ -166,7 +166,7 @@ def extras(cfg: DictConfig) -> None:
     if options.get("ignore_warnings"):
         warnings.filterwarnings("ignore")
     if options.get("print_config"):
-        from rich import print as rich_print
+        from rich.console import Console
         from rich.syntax import Syntax
         from rich.tree import Tree
 
@@ -177,7 +177,8 @@ def extras(cfg: DictConfig) -> None:
                 tree.add(key).add(Syntax(text, "yaml", theme="ansi_dark", background_color="default"))
         rest = {k: v for k, v in cfg.items() if not OmegaConf.is_config(v)}
         tree.add("run").add(Syntax(OmegaConf.to_yaml(rest), "yaml", theme="ansi_dark", background_color="default"))
-        rich_print(tree)
+        console = Console()  # a terminal's width; written to a file or a pipe, wide enough not to cut paths
+        (console if console.is_terminal else Console(width=200)).print(tree)
 
 
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:

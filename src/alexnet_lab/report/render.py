@@ -68,14 +68,18 @@ def _budget_line(report: Report) -> list[str]:
     trained = [j.epochs for j in finished if j.epochs is not None] or [report.budget_epochs]
     epochs = f"{_span(trained)} epoch{'' if max(trained) == 1 else 's'} per run"
     schedule = f": {text(report.schedule)}" if report.schedule else ""
+    limits = sorted({f"{k}={v}" for j in finished for k, v in j.subset.items()})
+    part = f" **on part of the data** ({text(', '.join(limits))}: a debug run)" if limits else ""
     if report.small_budget:
         paper = (report.ablation.get("schedules") or {}).get(
             "paper"
         ) or f"{report.ablation['budgets'].get('paper')} epochs"
         return [
             (
-                f"**Small budget ({epochs}{schedule}): this sweep cannot decide the claims.** It tries the pipeline; "
-                f"networks this early are far from converged. Run it with `budget=paper` ({text(paper)}) to decide them."
+                f"**Small budget{f' ({text(report.schedule)})' if report.schedule else ''}: this sweep cannot decide "
+                f"the claims.** Its runs trained {epochs}"
+                f"{part}; it tries the pipeline, and networks this early are far from converged. Run it with "
+                f"`budget=paper` ({text(paper)}) to decide them."
             ),
             "",
         ]
@@ -85,8 +89,8 @@ def _budget_line(report: Report) -> list[str]:
         cap += f" (a run's own `trainer.max_epochs`; the budget sets {report.budget_epochs})"
     if mark := report.ablation.get("milestone"):
         stop = f"a run stops when {text(mark['metric'])} ≤ {text(mark['below'])}"
-        return [f"Budget: {report.budget}{schedule} ({stop}, {cap}; finished runs trained {epochs}).", ""]
-    return [f"Budget: {report.budget}{schedule} ({epochs}; {cap} configured).", ""]
+        return [f"Budget: {report.budget}{schedule} ({stop}, {cap}; finished runs trained {epochs}){part}.", ""]
+    return [f"Budget: {report.budget}{schedule} ({epochs}; {cap} configured){part}.", ""]
 
 
 def _milestone_cell(row: Row) -> str:

@@ -49,6 +49,7 @@ class Job:
     test_images: int | None = None  # images in the test split it was tested on
     val_split: str | None = None  # what its val/* metrics were measured on (metrics.json's data.val_split)
     milestone_resolution: float = 0.0  # epochs within which its milestone crossing is known (one batch, or window)
+    subset: dict[str, Any] = field(default_factory=dict)  # trainer limits that made it see part of its data (debug)
 
     def curve(self, metric: str) -> list[float]:
         """``metric`` per epoch from the job's TensorBoard events (empty if it logged none)."""
@@ -195,6 +196,9 @@ def _read_job(path: Path) -> Job:
             test_images=data.get("test_images") if isinstance(data.get("test_images"), int) else None,
             val_split=str(data["val_split"]) if data.get("val_split") else None,
             milestone_resolution=_milestone_resolution(record, config),
+            subset={str(k): v for k, v in record["subset"].items() if isinstance(v, (bool, int, float, str))}
+            if isinstance(record.get("subset"), dict)
+            else {},
         )
     except BAD_FILE as err:
         return Job(path, overrides, "unreadable", error=f"metrics.json: {type(err).__name__}: {err}", config=config)
