@@ -393,10 +393,16 @@ def test_a_run_that_never_reached_the_milestone_ranks_behind_every_run_that_did(
     """Unequal caps: tanh at 0.016 was cut at 30 epochs without reaching it (its mean would be 30, "fastest"); 0.008
     reached it at 45 and 46 under a cap of 100. 0.008 is the fastest; 0.016 counts as slower than any that got there."""
     grid = {"relu": BRACKETED["relu"], "tanh": {"0.004": [60.0, 61.0], "0.008": [45.0, 46.0]}}
-    jobs = selection(grid) + [race("tanh", "0.016", s, None, cap=30) for s in (101, 102)]
+    jobs = [race("tanh", "0.016", s, None, cap=30) for s in (101, 102)] + selection(grid)  # 0.016 started first
     jobs += [race(a, lr, s, e) for a, lr, e in (("relu", "0.002", 7.0), ("tanh", "0.008", 44.0)) for s in (1, 2, 3)]
     report = build_report(fake_sweep(tmp_path, ACTIVATION, jobs))
-    assert report.rows[1].tuned == {"optimizer.lr": "0.008"}
+    (tanh,) = [row for row in report.rows if row.values.get("model.activation") == "tanh"]
+    assert tanh.tuned == {"optimizer.lr": "0.008"}
+    assert [s for label, s, _ in report.tuning if label == "model.activation=tanh"] == [
+        "optimizer.lr=0.004",
+        "optimizer.lr=0.008 (chosen)",
+        "optimizer.lr=0.016",
+    ]  # the grid in its order, whatever order its runs started in
     assert (
         "model.activation=tanh",
         "optimizer.lr=0.016",

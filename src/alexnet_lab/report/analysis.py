@@ -193,6 +193,11 @@ def _number(text: str) -> float | None:
         return None
 
 
+def _grid_order(values: dict[str, str], keys: list[str]) -> tuple:
+    """Sorts a grid's settings from the smallest value up (numbers as numbers, then text)."""
+    return tuple((n is None, n if n is not None else 0.0, values[k]) for k in keys for n in [_number(values[k])])
+
+
 def bracket(settings: dict[str, dict[str, str]], chosen: str, keys: list[str]) -> str | None:
     """None when the chosen setting of every tuned key lies inside its grid (a value tried on either side); else what
     is missing, and the value to add (the grid's step continued)."""
@@ -267,7 +272,9 @@ def build_report(sweep: Path) -> Report:
                 unbracketed = bracket({s: v for s, (v, _) in settings.items()}, best, tune)
             report.unchosen += [j for s, (_, js) in settings.items() for j in js if s != best or j not in chosen]
             on = f"seed{'s' if len(shared) > 1 else ''} {','.join(sorted(shared))}" if shared else "no seed yet"
-            for setting, setting_jobs in tried.items():
+            order = {s: _grid_order(settings[s][0], tune) for s in tried}
+            for setting in sorted(tried, key=order.__getitem__):
+                setting_jobs = tried[setting]
                 missed, epochs = ranks[setting]
                 done = [j for j in setting_jobs if j.status in ("finished", "failed")]
                 if not done:
