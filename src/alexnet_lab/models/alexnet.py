@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from alexnet_lab.models import layers as L
+from alexnet_lab.models import layers
 
 
 class AlexNet(nn.Module):
@@ -24,9 +24,9 @@ class AlexNet(nn.Module):
     def __init__(
         self,
         num_classes: int = 1000,
-        norm: L.Norm = "lrn",
-        pool: L.Pool = "overlapping",
-        activation: L.Activation = "relu",
+        norm: layers.Norm = "lrn",
+        pool: layers.Pool = "overlapping",
+        activation: layers.Activation = "relu",
         dropout: float = 0.5,
         groups: int = 2,
         widths: Sequence[int] = (96, 256, 384, 384, 256),
@@ -41,23 +41,23 @@ class AlexNet(nn.Module):
         act = {"act": activation}
         norm_args = {"norm": norm, "lrn": lrn, "lrn_groups": groups}
         self.features = nn.Sequential(
-            *L.conv_block(3, w1, 11, stride=4, padding=conv1_padding, **norm_args, **act),
-            L.pool(pool),
-            *L.conv_block(w1, w2, 5, padding=2, groups=groups, **norm_args, **act),
-            L.pool(pool),
-            *L.conv_block(w2, w3, 3, padding=1, **act),
-            *L.conv_block(w3, w4, 3, padding=1, groups=groups, **act),
-            *L.conv_block(w4, w5, 3, padding=1, groups=groups, **act),
-            L.pool(pool),
+            *layers.conv_block(3, w1, 11, stride=4, padding=conv1_padding, **norm_args, **act),
+            layers.pool(pool),
+            *layers.conv_block(w1, w2, 5, padding=2, groups=groups, **norm_args, **act),
+            layers.pool(pool),
+            *layers.conv_block(w2, w3, 3, padding=1, **act),
+            *layers.conv_block(w3, w4, 3, padding=1, groups=groups, **act),
+            *layers.conv_block(w4, w5, 3, padding=1, groups=groups, **act),
+            layers.pool(pool),
         )
         self.classifier = nn.Sequential(
             nn.Flatten(),
             nn.Linear(w5 * 6 * 6, 4096),
-            L.activation(activation),
-            L.dropout(dropout),
+            layers.activation(activation),
+            layers.dropout(dropout),
             nn.Linear(4096, 4096),
-            L.activation(activation),
-            L.dropout(dropout),
+            layers.activation(activation),
+            layers.dropout(dropout),
             nn.Linear(4096, num_classes),
         )
         if init == "paper":

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from alexnet_lab.models import layers as L
+from alexnet_lab.models import layers
 
 
 class AlexNetCIFAR(nn.Module):
@@ -24,9 +24,9 @@ class AlexNetCIFAR(nn.Module):
     def __init__(
         self,
         num_classes: int = 10,
-        norm: L.Norm = "batchnorm",
-        pool: L.Pool = "overlapping",
-        activation: L.Activation = "relu",
+        norm: layers.Norm = "batchnorm",
+        pool: layers.Pool = "overlapping",
+        activation: layers.Activation = "relu",
         dropout: float = 0.5,
         groups: int = 1,
         widths: Sequence[int] = (96, 256, 384, 384, 256),
@@ -39,24 +39,24 @@ class AlexNetCIFAR(nn.Module):
         act = {"act": activation}
         norm_args = {"norm": norm, "lrn": lrn, "lrn_groups": groups}
         self.features = nn.Sequential(
-            *L.conv_block(3, w1, 3, **norm_args, **act),  # 30x30
-            L.pool(pool),  # 14x14 (15x15 non-overlapping)
-            *L.conv_block(w1, w2, 3, groups=groups, **norm_args, **act),  # 12x12
-            L.pool(pool),  # 5x5 (6x6)
-            *L.conv_block(w2, w3, 3, padding=1, **act),
-            *L.conv_block(w3, w4, 3, padding=1, groups=groups, **act),
-            *L.conv_block(w4, w5, 3, padding=1, groups=groups, **act),
-            L.pool(pool),  # 2x2 (3x3)
+            *layers.conv_block(3, w1, 3, **norm_args, **act),  # 30x30
+            layers.pool(pool),  # 14x14 (15x15 non-overlapping)
+            *layers.conv_block(w1, w2, 3, groups=groups, **norm_args, **act),  # 12x12
+            layers.pool(pool),  # 5x5 (6x6)
+            *layers.conv_block(w2, w3, 3, padding=1, **act),
+            *layers.conv_block(w3, w4, 3, padding=1, groups=groups, **act),
+            *layers.conv_block(w4, w5, 3, padding=1, groups=groups, **act),
+            layers.pool(pool),  # 2x2 (3x3)
         )
         side = 2 if pool == "overlapping" else 3
         self.classifier = nn.Sequential(
             nn.Flatten(),
             nn.Linear(w5 * side * side, 2048),
-            L.activation(activation),
-            L.dropout(dropout),
+            layers.activation(activation),
+            layers.dropout(dropout),
             nn.Linear(2048, 2048),
-            L.activation(activation),
-            L.dropout(dropout),
+            layers.activation(activation),
+            layers.dropout(dropout),
             nn.Linear(2048, num_classes),
         )
 

@@ -29,7 +29,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from alexnet_lab.models import layers as L
+from alexnet_lab.models import layers
 
 
 def _cuda_convnet_init(net: nn.Module, init_w: Mapping[str, float]) -> None:
@@ -43,15 +43,15 @@ def _cuda_convnet_init(net: nn.Module, init_w: Mapping[str, float]) -> None:
         nn.init.zeros_(module.bias)
 
 
-def _param_groups(net: nn.Module, wc: Mapping[str, float], bias_lr_scale: float) -> list[L.ParamGroup]:
+def _param_groups(net: nn.Module, wc: Mapping[str, float], bias_lr_scale: float) -> list[layers.ParamGroup]:
     """One group per layer's weights (its own weight decay ``wc``) and one per layer's biases (epsB, no decay)."""
-    groups: list[L.ParamGroup] = []
+    groups: list[layers.ParamGroup] = []
     for name, module in net.named_modules():
         short = name.rsplit(".", 1)[-1]
         if short not in wc:
             continue
-        groups.append(L.ParamGroup(f"{short}.weight", [module.weight], 1.0, float(wc[short])))
-        groups.append(L.ParamGroup(f"{short}.bias", [module.bias], bias_lr_scale, 0.0))
+        groups.append(layers.ParamGroup(f"{short}.weight", [module.weight], 1.0, float(wc[short])))
+        groups.append(layers.ParamGroup(f"{short}.bias", [module.bias], bias_lr_scale, 0.0))
     listed = {id(p) for g in groups for p in g.params}
     unlisted = [n for n, p in net.named_parameters() if id(p) not in listed]
     if unlisted:
@@ -80,13 +80,13 @@ class CudaConvnet18pct(nn.Module):
         self,
         num_classes: int = 10,
         norm: str = "rnorm",
-        activation: L.Activation = "relu",
+        activation: layers.Activation = "relu",
         rnorm: Mapping[str, float] | None = None,
         init_w: Mapping[str, float] | None = None,
         wc: Mapping[str, float] | None = None,
         bias_lr_scale: float = 2.0,
         dropout: float = 0.0,
-        pool: L.Pool = "overlapping",
+        pool: layers.Pool = "overlapping",
     ) -> None:
         super().__init__()
         if norm not in ("rnorm", "none"):
@@ -97,25 +97,25 @@ class CudaConvnet18pct(nn.Module):
             if norm == "none":
                 return nn.Identity()
             size = int(rnorm["size"])
-            return L.SpatialResponseNorm(size, alpha=rnorm["scale"] / size**2, beta=rnorm["pow"], k=1.0)
+            return layers.SpatialResponseNorm(size, alpha=rnorm["scale"] / size**2, beta=rnorm["pow"], k=1.0)
 
         self.features = nn.Sequential(
             OrderedDict(
                 conv1=nn.Conv2d(3, 32, 5, padding=2),
-                pool1=L.pool(pool, "max", ceil_mode=True),  # 16x16
-                act1=L.activation(activation),
+                pool1=layers.pool(pool, "max", ceil_mode=True),  # 16x16
+                act1=layers.activation(activation),
                 rnorm1=normalise(),
                 conv2=nn.Conv2d(32, 32, 5, padding=2),
-                act2=L.activation(activation),
-                pool2=L.pool(pool, "avg", ceil_mode=True),  # 8x8
+                act2=layers.activation(activation),
+                pool2=layers.pool(pool, "avg", ceil_mode=True),  # 8x8
                 rnorm2=normalise(),
                 conv3=nn.Conv2d(32, 64, 5, padding=2),
-                act3=L.activation(activation),
-                pool3=L.pool(pool, "avg", ceil_mode=True),  # 4x4
+                act3=layers.activation(activation),
+                pool3=layers.pool(pool, "avg", ceil_mode=True),  # 4x4
             )
         )
         self.classifier = nn.Sequential(
-            OrderedDict(flatten=nn.Flatten(), dropout=L.dropout(dropout), fc10=nn.Linear(64 * 4 * 4, num_classes))
+            OrderedDict(flatten=nn.Flatten(), dropout=layers.dropout(dropout), fc10=nn.Linear(64 * 4 * 4, num_classes))
         )
         _cuda_convnet_init(self, init_w or {"conv1": 1e-4, "conv2": 0.01, "conv3": 0.01, "fc10": 0.01})
         self.wc = dict(wc or {"conv1": 0.004, "conv2": 0.004, "conv3": 0.004, "fc10": 1.0})
@@ -125,7 +125,7 @@ class CudaConvnet18pct(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))
 
-    def param_groups(self) -> list[L.ParamGroup]:
+    def param_groups(self) -> list[layers.ParamGroup]:
         return _param_groups(self, self.wc, self.bias_lr_scale)
 
 
@@ -150,7 +150,7 @@ class CudaConvnetLocal(nn.Module):
         self,
         num_classes: int = 10,
         norm: str = "cmrnorm",
-        activation: L.Activation = "relu",
+        activation: layers.Activation = "relu",
         local3_filters: int = 64,
         image_size: int = 24,
         cmrnorm: Mapping[str, float] | None = None,
@@ -168,7 +168,7 @@ class CudaConvnetLocal(nn.Module):
             if norm == "none":
                 return nn.Identity()
             size = int(cmrnorm["size"])
-            return L.LRN(size, alpha=cmrnorm["scale"] / size, beta=cmrnorm["pow"], k=1.0)
+            return layers.LRN(size, alpha=cmrnorm["scale"] / size, beta=cmrnorm["pow"], k=1.0)
 
         side = [image_size]
         for _ in range(2):  # two 3/2 pools rounding up
@@ -176,22 +176,22 @@ class CudaConvnetLocal(nn.Module):
         self.features = nn.Sequential(
             OrderedDict(
                 conv1=nn.Conv2d(3, 64, 5, padding=2),
-                act1=L.activation(activation),
+                act1=layers.activation(activation),
                 pool1=nn.MaxPool2d(3, stride=2, ceil_mode=True),
                 rnorm1=normalise(),
                 conv2=nn.Conv2d(64, 64, 5, padding=2),
-                act2=L.activation(activation),
+                act2=layers.activation(activation),
                 rnorm2=normalise(),
                 pool2=nn.MaxPool2d(3, stride=2, ceil_mode=True),
-                local3=L.LocallyConnected2d(64, local3_filters, side[2], 3, padding=1),
-                act3=L.activation(activation),
-                local4=L.LocallyConnected2d(local3_filters, 32, side[2], 3, padding=1),
-                act4=L.activation(activation),
+                local3=layers.LocallyConnected2d(64, local3_filters, side[2], 3, padding=1),
+                act3=layers.activation(activation),
+                local4=layers.LocallyConnected2d(local3_filters, 32, side[2], 3, padding=1),
+                act4=layers.activation(activation),
             )
         )
         self.classifier = nn.Sequential(
             OrderedDict(
-                flatten=nn.Flatten(), dropout=L.dropout(dropout), fc10=nn.Linear(32 * side[2] ** 2, num_classes)
+                flatten=nn.Flatten(), dropout=layers.dropout(dropout), fc10=nn.Linear(32 * side[2] ** 2, num_classes)
             )
         )
         default_init = {"conv1": 1e-4, "conv2": 0.01, "local3": 0.04, "local4": 0.04, "fc10": 0.01}
@@ -203,5 +203,5 @@ class CudaConvnetLocal(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))
 
-    def param_groups(self) -> list[L.ParamGroup]:
+    def param_groups(self) -> list[layers.ParamGroup]:
         return _param_groups(self, self.wc, self.bias_lr_scale)
