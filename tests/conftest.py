@@ -252,3 +252,26 @@ def hydra_task(config_name: str, overrides: list[str], run_dir: Path) -> Iterato
             yield cfg
     finally:
         GlobalHydra.instance().clear()
+
+
+@pytest.fixture
+def composed():
+    """Compose train.yaml with overrides in this process, as the console script would (no subprocess); Hydra's
+    config is set as in a run, so code that reads it (``HydraConfig.get()``) works."""
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    from alexnet_lab.cli import register_resolvers
+
+    register_resolvers()
+    GlobalHydra.instance().clear()
+    with initialize_config_module(config_module="alexnet_lab.conf", version_base="1.3"):
+
+        def compose_with(*overrides: str):
+            cfg = compose(config_name="train", overrides=without_local(overrides), return_hydra_config=True)
+            HydraConfig.instance().set_config(cfg)
+            return cfg
+
+        yield compose_with
+    GlobalHydra.instance().clear()

@@ -5,9 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import FAST, run_cli, without_local, write_batches
-from hydra import compose, initialize_config_module
-from hydra.core.global_hydra import GlobalHydra
+from conftest import FAST, run_cli, write_batches
 from hydra.core.hydra_config import HydraConfig
 
 from alexnet_lab import cli, errors
@@ -42,22 +40,6 @@ def test_bad_overrides(override: str, code: int, message: str, cli_env: dict, tm
     if code == 2:  # our own checks: exactly one line
         assert proc.stderr.strip().splitlines() == [message]
     assert leftovers(tmp_path / "logs") == []
-
-
-@pytest.fixture
-def composed():
-    """Compose train.yaml with overrides in this process, as the console script would (no subprocess)."""
-    cli.register_resolvers()
-    GlobalHydra.instance().clear()
-    with initialize_config_module(config_module="alexnet_lab.conf", version_base="1.3"):
-
-        def compose_with(*overrides: str):
-            cfg = compose(config_name="train", overrides=without_local(overrides), return_hydra_config=True)
-            HydraConfig.instance().set_config(cfg)
-            return cfg
-
-        yield compose_with
-    GlobalHydra.instance().clear()
 
 
 @pytest.mark.parametrize(

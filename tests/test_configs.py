@@ -5,41 +5,25 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import without_local
-from hydra import compose, initialize_config_module
-from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from alexnet_lab.cli import register_resolvers
-
 CONF = Path(__file__).resolve().parents[1] / "conf"
-
-
-@pytest.fixture
-def compose_train():
-    register_resolvers()
-    GlobalHydra.instance().clear()
-    with initialize_config_module(config_module="alexnet_lab.conf", version_base="1.3"):
-        yield lambda *overrides: compose(
-            config_name="train", overrides=without_local(overrides), return_hydra_config=True
-        )
-    GlobalHydra.instance().clear()
 
 
 @pytest.mark.parametrize(
     "group", ["model", "data", "trainer", "optimizer", "scheduler", "logger", "experiment", "debug"]
 )
-def test_every_option_composes(group: str, compose_train) -> None:
+def test_every_option_composes(group: str, composed) -> None:
     options = sorted(p.stem for p in (CONF / group).glob("*.yaml"))
     assert options
     for option in options:
-        cfg = compose_train(f"{group}={option}")
+        cfg = composed(f"{group}={option}")
         assert cfg.data.num_classes is None, option  # follows the data: counted when the run is built
 
 
-def test_every_model_instantiates_with_its_config(compose_train) -> None:
+def test_every_model_instantiates_with_its_config(composed) -> None:
     # alexnet: 60,965,224 with 1000 classes, less fc8 (4,097,000) plus a 10-way fc8 (40,970)
     # alexnet_torchvision: torchvision's 61,100,840 less its fc8 (4,097,000) plus a 10-way one (40,970)
     expected = {
@@ -55,12 +39,12 @@ def test_every_model_instantiates_with_its_config(compose_train) -> None:
         "alexnet_torchvision": 57_044_810,
     }
     for name, params in expected.items():
-        net = instantiate(compose_train(f"model={name}", "data.num_classes=10").model)
+        net = instantiate(composed(f"model={name}", "data.num_classes=10").model)
         assert sum(p.numel() for p in net.parameters()) == params, name
 
 
-def test_tutorial_experiment_is_the_keras_run(compose_train) -> None:
-    cfg = compose_train("experiment=tutorial_cifar10")
+def test_tutorial_experiment_is_the_keras_run(composed) -> None:
+    cfg = composed("experiment=tutorial_cifar10")
     assert cfg.model._target_.endswith("AlexNetCIFAR") and cfg.model.norm == "batchnorm"
     assert cfg.optimizer._target_ == "torch.optim.Adam" and cfg.optimizer.lr == 1e-3
     assert (cfg.data.batch_size, cfg.trainer.max_epochs, cfg.data.val_size) == (32, 5, 0)
@@ -68,16 +52,16 @@ def test_tutorial_experiment_is_the_keras_run(compose_train) -> None:
     assert not cfg.scheduler and cfg.test_ckpt == "last"
 
 
-def test_paper_experiment_uses_the_papers_recipe(compose_train) -> None:
-    cfg = compose_train("experiment=paper_cifar10")
+def test_paper_experiment_uses_the_papers_recipe(composed) -> None:
+    cfg = composed("experiment=paper_cifar10")
     assert cfg.optimizer._target_ == "torch.optim.SGD"
     assert (cfg.optimizer.lr, cfg.optimizer.momentum, cfg.optimizer.weight_decay) == (0.01, 0.9, 5e-4)
     assert cfg.scheduler._target_.endswith("ReduceLROnPlateau") and cfg.scheduler.factor == 0.1
     assert cfg.data.batch_size == 128 and cfg.data.crop_padding == 4 and cfg.data.hflip
 
 
-def test_imagenet_paper_experiment_is_the_2012_recipe(compose_train) -> None:
-    cfg = compose_train("experiment=imagenet_paper")
+def test_imagenet_paper_experiment_is_the_2012_recipe(composed) -> None:
+    cfg = composed("experiment=imagenet_paper")
     assert cfg.data._target_.endswith("ImageNetDataModule") and cfg.data.num_classes is None
     assert cfg.model._target_.endswith(".AlexNet") and (cfg.model.groups, cfg.model.norm, cfg.model.init) == (
         2,
@@ -93,26 +77,26 @@ def test_imagenet_paper_experiment_is_the_2012_recipe(compose_train) -> None:
     assert sum(p.numel() for p in instantiate(cfg.model, num_classes=1000).parameters()) == 60_965_224
 
 
-def test_imagenet_torchvision_experiment_is_torchvisions_recipe(compose_train) -> None:
-    cfg = compose_train("experiment=imagenet_torchvision", "data.classes=100", "data.num_classes=100")
+def test_imagenet_torchvision_experiment_is_torchvisions_recipe(composed) -> None:
+    cfg = composed("experiment=imagenet_torchvision", "data.classes=100", "data.num_classes=100")
     assert cfg.model._target_ == "torchvision.models.alexnet" and cfg.model.num_classes == 100
     assert (cfg.optimizer.lr, cfg.optimizer.momentum, cfg.optimizer.weight_decay) == (0.01, 0.9, 1e-4)
     assert cfg.scheduler._target_.endswith("StepLR") and (cfg.scheduler.step_size, cfg.scheduler.gamma) == (30, 0.1)
     assert (cfg.data.batch_size, cfg.trainer.max_epochs, cfg.data.train_crop) == (256, 90, "random_resized")
     assert list(cfg.data.mean) == [0.485, 0.456, 0.406] and list(cfg.data.std) == [0.229, 0.224, 0.225]
     assert (cfg.data.pca_std, cfg.data.val_protocol, cfg.data.test_protocol) == (0.0, "center", "center")
-    net = instantiate(compose_train("experiment=imagenet_torchvision", "data.num_classes=1000").model)
+    net = instantiate(composed("experiment=imagenet_torchvision", "data.num_classes=1000").model)
     assert sum(p.numel() for p in net.parameters()) == 61_100_840  # torchvision's own count
 
 
-def test_alexnet_lrn_defaults_are_the_papers_constants(compose_train) -> None:
-    lrn = compose_train("model=alexnet").model.lrn
+def test_alexnet_lrn_defaults_are_the_papers_constants(composed) -> None:
+    lrn = composed("model=alexnet").model.lrn
     assert dict(lrn) == {"size": 5, "alpha": 1e-4, "beta": 0.75, "k": 2.0}
 
 
-def test_slurm_launcher_runs_one_task_per_gpu(compose_train) -> None:
+def test_slurm_launcher_runs_one_task_per_gpu(composed) -> None:
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    cfg = compose_train("hydra/launcher=slurm", "trainer=slurm", "trainer.num_nodes=2", "trainer.devices=4")
+    cfg = composed("hydra/launcher=slurm", "trainer=slurm", "trainer.num_nodes=2", "trainer.devices=4")
     launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=False)
     assert launcher["_target_"] == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
     resolved = OmegaConf.merge(OmegaConf.masked_copy(cfg, ["trainer"]), {"l": cfg.hydra.launcher})
@@ -138,7 +122,7 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
 
 
-def build_or_config_error(compose_train, tiny_data: dict, tmp_path: Path, *overrides: str) -> str:
+def build_or_config_error(composed, tiny_data: dict, tmp_path: Path, *overrides: str) -> str:
     """Build DataModule, network, LightningModule, optimizer, scheduler, callbacks and Trainer as alexnet-train
     does, on tiny generated data; "built", or the one-line ConfigError it ends with (anything else fails)."""
     from omegaconf import open_dict, read_write
@@ -146,9 +130,9 @@ def build_or_config_error(compose_train, tiny_data: dict, tmp_path: Path, *overr
     from alexnet_lab.errors import ConfigError
     from alexnet_lab.train import build
 
-    cfg = compose_train(*overrides)
+    cfg = composed(*overrides)
     dataset = "imagenet" if cfg.data._target_.endswith("ImageNetDataModule") else "cifar10"
-    cfg = compose_train(*overrides, f"data.path={tiny_data[dataset]}", f"data.cache_dir={tmp_path / 'cache'}")
+    cfg = composed(*overrides, f"data.path={tiny_data[dataset]}", f"data.cache_dir={tmp_path / 'cache'}")
     with read_write(cfg.hydra), open_dict(cfg.hydra):
         cfg.hydra.runtime.output_dir = str(tmp_path / "run")
     HydraConfig.instance().set_config(cfg)
@@ -162,9 +146,9 @@ def build_or_config_error(compose_train, tiny_data: dict, tmp_path: Path, *overr
     return "built"
 
 
-def test_every_model_and_data_builds_or_says_why_in_one_line(compose_train, tiny_data: dict, tmp_path: Path) -> None:
+def test_every_model_and_data_builds_or_says_why_in_one_line(composed, tiny_data: dict, tmp_path: Path) -> None:
     outcomes = {
-        (m, d): build_or_config_error(compose_train, tiny_data, tmp_path, f"model={m}", f"data={d}")
+        (m, d): build_or_config_error(composed, tiny_data, tmp_path, f"model={m}", f"data={d}")
         for m in MODELS
         for d in DATA
     }
@@ -187,15 +171,15 @@ def test_every_model_and_data_builds_or_says_why_in_one_line(compose_train, tiny
     )
 
 
-def test_every_debug_option_builds_with_both_datasets(compose_train, tiny_data: dict, tmp_path: Path) -> None:
+def test_every_debug_option_builds_with_both_datasets(composed, tiny_data: dict, tmp_path: Path) -> None:
     for data, model in (("cifar10", "cudaconvnet_18pct"), ("imagenet", "alexnet")):
         for debug in DEBUG:
             overrides = (f"data={data}", f"model={model}", f"debug={debug}")
-            assert build_or_config_error(compose_train, tiny_data, tmp_path, *overrides) == "built", overrides
+            assert build_or_config_error(composed, tiny_data, tmp_path, *overrides) == "built", overrides
 
 
-def test_every_experiment_builds_or_says_why_in_one_line(compose_train, tiny_data: dict, tmp_path: Path) -> None:
-    outcomes = {e: build_or_config_error(compose_train, tiny_data, tmp_path, f"experiment={e}") for e in EXPERIMENTS}
+def test_every_experiment_builds_or_says_why_in_one_line(composed, tiny_data: dict, tmp_path: Path) -> None:
+    outcomes = {e: build_or_config_error(composed, tiny_data, tmp_path, f"experiment={e}") for e in EXPERIMENTS}
     gpu = [e for e in EXPERIMENTS if e.startswith("imagenet_")]  # trainer=gpu: this machine may have none
     for experiment, outcome in outcomes.items():
         if experiment in gpu and outcome != "built":
@@ -215,8 +199,8 @@ def test_every_experiment_builds_or_says_why_in_one_line(compose_train, tiny_dat
         (["model=cudaconvnet_18pct", "data.mean=channel"], ("channel", 1 / 255)),  # and so does the command line
     ],
 )
-def test_the_data_feeds_the_input_units_a_model_config_asks_for(compose_train, overrides, units) -> None:
+def test_the_data_feeds_the_input_units_a_model_config_asks_for(composed, overrides, units) -> None:
     mean, std = units
-    cfg = compose_train(*overrides)
+    cfg = composed(*overrides)
     assert OmegaConf.to_container(cfg.data, resolve=True)["mean"] == mean
     assert cfg.data.std is None if std is None else OmegaConf.to_object(cfg.data)["std"] == pytest.approx(std)
