@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import os
 import pickle
 import re
 import shutil
@@ -127,6 +128,20 @@ def test_a_job_dir_another_process_holds_is_left_alone(trained: dict, tmp_path: 
     assert json.loads((busy / "metrics.json").read_text()) == running
     assert not (busy / "checkpoints").exists()
     assert json.loads((sweep / "1_seed-2" / "metrics.json").read_text())["status"] == "finished"
+
+
+def test_a_resume_of_a_run_another_process_holds_writes_nothing_there(trained: dict) -> None:
+    """``ckpt_path=last`` of a run dir whose lock is held: one line, exit 2, and not even Hydra's .hydra/resume_*
+    folder is added to the running run's dir."""
+    run = copy_run(trained, "held")
+    before = sorted(p.name for p in (run / ".hydra").iterdir())
+    with runs.run_dir_lock(run):
+        proc = run_cli("alexnet-train", "ckpt_path=last", f"run_dir={run}", env=trained["env"], cwd=trained["tmp"],
+                       check=False)  # fmt: skip
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1] == (
+        f"error: {run} is being run by another process (pid {os.getpid()}); it is left to that one"
+    )
+    assert sorted(p.name for p in (run / ".hydra").iterdir()) == before
 
 
 def test_the_newest_checkpoint_is_chosen_by_what_it_holds(tmp_path: Path) -> None:

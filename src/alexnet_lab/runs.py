@@ -156,6 +156,8 @@ class RunDirGuard(Callback):
         run_dir = Path(str(config.hydra.run.dir))
         _check_writable(run_dir.parent)
         _check_links(run_dir)
+        if OmegaConf.select(config, "ckpt_path") == "last":  # a resume of a run another process still runs
+            _check_free(run_dir)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep = Path(str(config.hydra.sweep.dir))
@@ -181,6 +183,21 @@ def _check_links(run_dir: Path) -> None:
     if any(p.is_symlink() for p in (run_dir, *(run_dir / n for n in LINKLESS))):
         _refuse(f"{run_dir} holds a link where the run writes ({', '.join(LINKLESS)}); a run dir is written only in "
                 "place: remove the link")  # fmt: skip
+
+
+def _check_free(run_dir: Path) -> None:
+    """Refuse (before Hydra adds its ``.hydra/resume_*`` there) a run dir whose lock another process holds."""
+    lock = run_dir / ".lock"
+    if not lock.is_file() or lock.is_symlink():
+        return
+    fd = os.open(lock, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        _refuse(f"{run_dir} is being run by another process (pid {holder}); it is left to that one")
+    finally:
+        os.close(fd)
 
 
 def _refuse(message: str) -> None:
