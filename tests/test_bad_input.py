@@ -30,6 +30,14 @@ def leftovers(logs: Path) -> list[Path]:
             2,
             "error: compile=foo: Invalid backend: 'foo'. See `torch._dynamo.list_backends()` for available backends.",
         ),
+        (  # the network's width follows the data: a contradicting one is named, not silently replaced
+            "model.num_classes=5",
+            2,
+            (
+                "error: model.num_classes=5 but the data has 10 classes; leave model.num_classes out (it follows the "
+                "data), or set data.num_classes / data.classes"
+            ),
+        ),
     ],
 )
 def test_bad_overrides(override: str, code: int, message: str, cli_env: dict, tmp_path: Path) -> None:

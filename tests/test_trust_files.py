@@ -510,3 +510,38 @@ def test_an_archive_is_capped_in_total_and_a_batch_file_checked_before_it_is_con
     assert (folder / "data_batch_1").stat().st_size < 20_000  # a few KB that would expand to 10^9 items
     with pytest.raises(DataError, match="its data is not a uint8 array of N x 3072 pixels"):
         CIFAR10DataModule(path=str(folder), cache_dir=str(tmp_path / "c2")).prepare_data()
+
+
+def test_the_run_dir_guard_leaves_what_is_legitimate_alone(trained: dict, tmp_path: Path, monkeypatch) -> None:
+    """Held lock, but this is rank 1 of the same SLURM job: it joins rank 0's run (no refusal). A sweep dir that is
+    itself a link (kept on scratch) is accepted; a job dir inside it that is a link is not."""
+    run = copy_run(trained, "ranked")
+    resume = OmegaConf.create({"hydra": {"run": {"dir": str(run)}}, "ckpt_path": "last"})
+    with runs.run_dir_lock(run):
+        monkeypatch.setenv("SLURM_PROCID", "1")
+        runs.RunDirGuard().on_run_start(resume)  # no SystemExit
+        monkeypatch.setenv("SLURM_PROCID", "0")
+        with pytest.raises(SystemExit):
+            runs.RunDirGuard().on_run_start(resume)
+    scratch = tmp_path / "scratch"
+    (scratch / "0_seed-1").mkdir(parents=True)
+    (tmp_path / "sweep").symlink_to(scratch)
+    runs.RunDirGuard().on_multirun_start(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path / "sweep")}}}))
+    (scratch / "1_seed-2").symlink_to(tmp_path)
+    with pytest.raises(SystemExit):
+        runs.RunDirGuard().on_multirun_start(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path / "sweep")}}}))
+
+
+def test_a_checkpoint_with_a_numpy_rng_state_says_which_version_wrote_it(trained: dict) -> None:
+    """Checkpoints before 2026-11-28 held NumPy's RNG state as an array; no NumPy global is allow-listed any more, and
+    the refusal says why such a file is refused."""
+
+    def as_array(ckpt: dict) -> None:
+        name, keys, *rest = ckpt["rng_states"]["numpy"]
+        ckpt["rng_states"]["numpy"] = (name, keys.numpy().astype("uint32"), *rest)
+
+    crafted = crafted_checkpoint(trained, "numpy-rng", as_array)
+    proc = run_cli("alexnet-eval", f"ckpt_path={crafted}", env=trained["env"], cwd=trained["tmp"], check=False)
+    assert proc.returncode == 2 and "numpy" in proc.stderr.splitlines()[-1]
+    assert proc.stderr.strip().endswith("(a checkpoint of alexnet-lab before 2026-11-28 holds its NumPy RNG state as "
+                                        "an array: use that version for it)")  # fmt: skip

@@ -230,9 +230,11 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         ckpt = safe_load(path)
     except UnsafeCheckpoint as err:
+        old = " (a checkpoint of alexnet-lab before 2026-11-28 holds its NumPy RNG state as an array: use that " \
+            "version for it)" if "numpy" in str(err) else ""  # fmt: skip
         raise ConfigError(
             f"checkpoint {path} was refused: loading it would run code it carries ({err}); alexnet-train's "
-            "checkpoints hold tensors and plain values only"
+            f"checkpoints hold tensors and plain values only{old}"
         ) from err
     except Exception as err:
         raise ConfigError(f"checkpoint {path} is unreadable ({type(err).__name__}); pick another file") from err

@@ -214,8 +214,7 @@ class Classifier(L.LightningModule):
         if "rng_states" in checkpoint and self.trainer.state.fn == "fit":  # not when testing a checkpoint
             states = dict(checkpoint["rng_states"])
             name, keys, *rest = states["numpy"]
-            keys = keys.numpy() if isinstance(keys, torch.Tensor) else keys  # older checkpoints: a NumPy array
-            states["numpy"] = (name, keys.astype(np.uint32), *rest)
+            states["numpy"] = (name, keys.numpy().astype(np.uint32), *rest)
             _set_rng_states(states)
 
     def on_validation_epoch_start(self) -> None:

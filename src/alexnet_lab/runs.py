@@ -37,7 +37,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from alexnet_lab.checkpointing import newest_checkpoint
+from alexnet_lab.checkpointing import INTERRUPTED_EXIT_CODE, newest_checkpoint
 from alexnet_lab.errors import ConfigError, JobBusy
 from alexnet_lab.files import read_record, write_json
 from alexnet_lab.trust import check_config, check_overrides
@@ -45,12 +45,17 @@ from alexnet_lab.trust import check_config, check_overrides
 log = logging.getLogger(__name__)
 
 
+def _rank() -> int:
+    """This process's rank under SLURM or torchrun (0 otherwise)."""
+    return int(os.environ.get("SLURM_PROCID", os.environ.get("RANK", "0")) or 0)
+
+
 @contextlib.contextmanager
 def run_dir_lock(run_dir: Path) -> Iterator[None]:
     """Hold ``run_dir/.lock`` (an fcntl lock, released when the process ends, however it ends) while a job runs in
     a dir that another process may also start: a second one is refused with :class:`JobBusy` and touches nothing.
     Under SLURM every task runs the entry point; only the first takes the lock."""
-    if int(os.environ.get("SLURM_PROCID", os.environ.get("RANK", "0")) or 0) != 0:
+    if _rank() != 0:
         yield
         return
     try:
@@ -154,17 +159,17 @@ class RunDirGuard(Callback):
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         run_dir = Path(str(config.hydra.run.dir))
-        _check_writable(run_dir.parent)
+        resuming = OmegaConf.select(config, "ckpt_path") == "last"
+        _check_writable(run_dir if resuming and run_dir.is_dir() else run_dir.parent)
         _check_links(run_dir)
-        if OmegaConf.select(config, "ckpt_path") == "last":  # a resume of a run another process still runs
+        if resuming and _rank() == 0:  # a resume of a run another process still runs (ranks > 0 join rank 0's)
             _check_free(run_dir)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        sweep = Path(str(config.hydra.sweep.dir))
+        sweep = Path(str(config.hydra.sweep.dir))  # may itself be a link (a sweep kept on scratch): its jobs may not
         _check_writable(sweep.parent)
-        _check_links(sweep)
         print(f"sweep dir: {sweep} (alexnet-report {sweep} when it is done)", flush=True)
-        for job in sorted(sweep.iterdir()) if sweep.is_dir() and not sweep.is_symlink() else []:
+        for job in sorted(sweep.iterdir()) if sweep.is_dir() else []:
             if job.is_dir() or job.is_symlink():  # a job dir of an earlier start of the same sweep
                 _check_links(job)
 
@@ -180,6 +185,7 @@ def _check_writable(folder: Path) -> None:
 
 
 def _check_links(run_dir: Path) -> None:
+    """The run dir itself and everything a run writes in it are real files and folders, not links."""
     if any(p.is_symlink() for p in (run_dir, *(run_dir / n for n in LINKLESS))):
         _refuse(f"{run_dir} holds a link where the run writes ({', '.join(LINKLESS)}); a run dir is written only in "
                 "place: remove the link")  # fmt: skip
@@ -471,19 +477,20 @@ class RunRecord:
             write_json(self.run_dir / "metrics.json", self.data)
 
     @contextlib.contextmanager
-    def training(self, interrupted_exit_code: int) -> Iterator[None]:
+    def training(self, trainer: L.Trainer) -> Iterator[None]:
         """Time the fit (``seconds``: over every attempt); a SIGTERM (Lightning saved ``last.ckpt`` on it) is recorded
-        as ``interrupted`` with the command that resumes the run, and the process exits ``interrupted_exit_code``."""
+        as ``interrupted`` with its steps and the command that resumes the run, and the process exits 143."""
         from lightning.pytorch.utilities.exceptions import SIGTERMException
 
         began = time.perf_counter()
         try:
             yield
         except SIGTERMException:
-            self.save(status="interrupted", seconds=round(self.earlier + time.perf_counter() - began, 2))
+            seconds = round(self.earlier + time.perf_counter() - began, 2)
+            self.save(status="interrupted", seconds=seconds, steps=trainer.global_step)
             cfg = self.cfg
             resume = override("name", cfg.name) if cfg.name else override("run_dir", self.run_dir)
             saved = self.run_dir / "checkpoints" / "last.ckpt"
             print(f"interrupted: saved {saved}; resume with alexnet-train ckpt_path=last {resume}", file=sys.stderr)
-            sys.exit(interrupted_exit_code)
+            sys.exit(INTERRUPTED_EXIT_CODE)
         self.data["seconds"] = round(self.earlier + time.perf_counter() - began, 2)

@@ -20,7 +20,6 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
 from alexnet_lab import checkpointing, cli, runs
-from alexnet_lab.checkpointing import INTERRUPTED_EXIT_CODE
 from alexnet_lab.data import ClassificationData
 from alexnet_lab.errors import ConfigError, build_node, check_node, run_guarded
 from alexnet_lab.module import Classifier
@@ -49,6 +48,10 @@ def build(cfg: DictConfig) -> tuple[ClassificationData, Classifier, L.Trainer]:
         raise ConfigError(f"data._target_={cfg.data.get('_target_')} does not keep the data contract "
                           "(alexnet_lab.data.ClassificationData); pick data=cifar10 or data=imagenet")  # fmt: skip
     classes = datamodule.num_classes  # data.num_classes, or counted from the data (decoding or listing it, once)
+    given = OmegaConf.select(cfg, "model.num_classes", default=None)
+    if given is not None and given != classes:
+        raise ConfigError(f"model.num_classes={given} but the data has {classes} classes; leave model.num_classes "
+                          "out (it follows the data), or set data.num_classes / data.classes")  # fmt: skip
     net = build_node(cfg, "model", num_classes=classes)
     check_input(net, datamodule.input_shape, cfg)  # before compile=true compiles it
     example = torch.zeros(1, *datamodule.input_shape)
@@ -201,7 +204,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         record.built(cfg, datamodule.num_classes, writer=trainer.is_global_zero)
         log.info("run dir: %s", run_dir)
         add_custom_scalars(trainer)
-        with record.training(INTERRUPTED_EXIT_CODE):
+        with record.training(trainer):
             ckpt_path = str(resume_from) if resume_from else None
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         if trainer.interrupted:
