@@ -21,6 +21,7 @@ from alexnet_lab.data.common import (
     IMAGE_SUFFIXES,
     PROTOCOLS,
     UNREADABLE,
+    ClassCount,
     DataError,
     bomb_guarded,
     check_protocols,
@@ -259,7 +260,7 @@ def _cache_file(cache_dir: Path, source: Path) -> Path:
 # ------------------------------------------------------------------------------------------- datamodule
 
 
-class CIFAR10DataModule(L.LightningDataModule):
+class CIFAR10DataModule(ClassCount, L.LightningDataModule):
     """CIFAR-10 from an official batches folder, a class-folder image tree, a .tar.gz of either, or a download.
 
     The first read decodes everything into a uint8 tensor cache in ``cache_dir``; later runs load it in about
@@ -405,14 +406,6 @@ class CIFAR10DataModule(L.LightningDataModule):
             return Normalize(self.mean, self.std)
         pixel_mean = (train_images.sum(dim=0, dtype=torch.float64) / (255.0 * len(train_images))).float().cpu()
         return Normalize(pixel_mean if self.mean == "pixel" else pixel_mean.mean(dim=(1, 2)), self.std)
-
-    @property
-    def num_classes(self) -> int:
-        """The network's output width: data.num_classes if set (checked against the data once it is read), else
-        counted from the data, once."""
-        if self._num_classes is None:
-            self._num_classes = self.count_classes()
-        return self._num_classes
 
     @property
     def input_shape(self) -> tuple[int, int, int]:

@@ -19,6 +19,19 @@ class DataError(UserError, RuntimeError):
     """Data that cannot be found or read; the message names the thing and the fix."""
 
 
+class ClassCount:
+    """``num_classes`` for both DataModules: ``data.num_classes`` if set (each checks it against the data when it
+    reads it), else counted from the data (``count_classes``), once."""
+
+    _num_classes: int | None  # set by the DataModule's __init__ (data.num_classes) and where it reads its classes
+
+    @property
+    def num_classes(self) -> int:
+        if self._num_classes is None:
+            self._num_classes = self.count_classes()  # type: ignore[attr-defined]  # each DataModule counts its own
+        return self._num_classes
+
+
 @runtime_checkable
 class ClassificationData(Protocol):
     """What train, eval and predict use of a DataModule besides Lightning's own hooks; both DataModules keep it.

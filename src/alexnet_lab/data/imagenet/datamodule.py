@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader
 from alexnet_lab.batches import Batch, Views
 from alexnet_lab.data.common import (
     PROTOCOLS,
+    ClassCount,
     DataError,
     check_protocols,
     check_std,
@@ -41,7 +42,7 @@ from alexnet_lab.files import atomic_write
 log = logging.getLogger(__name__)
 
 
-class ImageNetDataModule(L.LightningDataModule):
+class ImageNetDataModule(ClassCount, L.LightningDataModule):
     """ILSVRC-2012 (or any ``train/<class>/`` + ``val/<class>/`` JPEG tree) with the paper's preprocessing.
 
     ``prepare_data`` unpacks official archives once, writes a copy rescaled to shorter side ``resize`` (so epochs
@@ -400,14 +401,6 @@ class ImageNetDataModule(L.LightningDataModule):
         """uint8 (N, 3, S, S) -> normalised (N, 3, crop, crop) centre crops, or :class:`Views` of the 10 crops."""
         x = self.normalize(images)
         return center_crop(x, self.crop_size) if protocol == "center" else Views(ten_crop(x, self.crop_size))
-
-    @property
-    def num_classes(self) -> int:
-        """The network's output width: data.num_classes if set (checked against the data once it is read), else
-        counted from the data, once."""
-        if self._num_classes is None:
-            self._num_classes = self.count_classes()
-        return self._num_classes
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
