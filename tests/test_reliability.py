@@ -314,7 +314,14 @@ def test_ddp_on_cpu_inside_a_multirun_agrees_with_one_process(lab: dict) -> None
     # one sweep, two jobs: one process, and two spawned gloo processes splitting each global batch of 50.
     # Dropout off: each rank draws its own masks, which one process cannot reproduce. SGD: Adam divides by the
     # root of the squared gradients, which magnifies the all-reduce's rounding where gradients are tiny (conv1's).
-    base = [*(a for a in RUN if a != "optimizer=adam"), "trainer.max_epochs=2", "model.dropout=0.0"]
+    # At cuda-convnet's epsW (0.001): the default 0.01 diverges on the 18pct's 0-255 inputs, and a diverging run
+    # magnifies the rounding too.
+    base = [
+        *(a for a in RUN if a != "optimizer=adam"),
+        "trainer.max_epochs=2",
+        "model.dropout=0.0",
+        "optimizer.lr=0.001",
+    ]
     run_cli(
         "alexnet-train", *base, "-m", "trainer=default,ddp", env=lab["env"], cwd=lab["tmp"], timeout=600, process=True
     )
