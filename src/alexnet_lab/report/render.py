@@ -134,7 +134,8 @@ def to_markdown(report: Report) -> str:
     if imagenet:
         val_split = "minival (val/*: held out of train)"
     elif val_is_test(report):
-        val_split = "test split again (val/*: all training images train, so the test split is printed during training, never used to choose)"
+        val_split = ("test split again (val/*: every training image trains, so the test split is only printed during "
+                     "training, never used to choose)")  # fmt: skip
     else:
         val_split = "validation split"
     title = f"# Ablation: {name}" if report.ablation else f"# Sweep: {name} (a plain multirun: no baseline or claim)"
@@ -149,14 +150,16 @@ def to_markdown(report: Report) -> str:
     )
     if not report.ablation:
         compared = f" Δ is each row minus the first ({base}), as above." if len(report.rows) > 1 else ""
+    validated = any("val/top1_err" in j.final for row in report.rows for j in row.finished)
+    on_val = f" and the {val_split} ({report.protocols.get('val', 'one view')})" if validated else (
+        " (no validation pass: val/* is empty)")  # fmt: skip
     lines = [
         title,
         "",
         *_budget_line(report),
         (
             f"Sweep `{text(report.sweep)}`; dataset {text(report.dataset)}. Errors in percent on the {test_split} "
-            f"({report.protocols.get('test', 'one view')}) and the {val_split} "
-            f"({report.protocols.get('val', 'one view')}), mean ± sample std over finished seeds.{compared}"
+            f"({report.protocols.get('test', 'one view')}){on_val}, mean ± sample std over finished seeds.{compared}"
         ),
         "",
     ]
