@@ -150,7 +150,8 @@ def to_markdown(report: Report) -> str:
     )
     if not report.ablation:
         compared = f" Δ is each row minus the first ({base}), as above." if len(report.rows) > 1 else ""
-    validated = any("val/top1_err" in j.final for row in report.rows for j in row.finished)
+    finished = [j for row in report.rows for j in row.finished]
+    validated = not finished or any("val/top1_err" in j.final for j in finished)  # none finished: not known yet
     on_val = f" and the {val_split} ({report.protocols.get('val', 'one view')})" if validated else (
         " (no validation pass: val/* is empty)")  # fmt: skip
     lines = [
