@@ -207,9 +207,10 @@ def test_a_machines_local_config_says_where_the_data_is(tmp_path: Path) -> None:
         in missing.stderr.strip().splitlines()[-1]  # fmt: skip
     local = tmp_path / "machine" / "local"
     local.mkdir(parents=True)
-    (local / "default.yaml").write_text(f"# @package _global_\ndata:\n  path: {data}\n")
-    run_cli("alexnet-train", *FAST, "trainer.max_epochs=1", f"hydra.searchpath=[file://{local.parent}]", "name=local",
-            env=env, cwd=tmp_path)  # fmt: skip
+    # named, so that this machine's own conf/local/default.yaml (which comes first on the search path) cannot shadow it
+    (local / "machine.yaml").write_text(f"# @package _global_\ndata:\n  path: {data}\n")
+    run_cli("alexnet-train", *FAST, "trainer.max_epochs=1", f"hydra.searchpath=[file://{local.parent}]", "local=machine",
+            "name=local", env=env, cwd=tmp_path)  # fmt: skip
     (run,) = (tmp_path / "logs" / "train" / "runs").glob("*_local")
     record = json.loads((run / "metrics.json").read_text())
     assert record["status"] == "finished" and record["config"]["data"]["path"] == str(data)
