@@ -34,6 +34,7 @@ from hydra import compose
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -465,11 +466,11 @@ class RunRecord:
             "subset": subset(cfg.trainer),  # non-empty: trained or evaluated on part of the data only
         }
 
-    def built(self, cfg: DictConfig, classes: int, writer: bool) -> None:
+    def built(self, classes: int, writer: bool) -> None:
         """The config as built (with what follows from the data: its class count), and whether this process writes
         (under SLURM every rank runs the entry point; rank 0 writes); the first save, before training starts."""
         self.writer = writer
-        self.save(config=config_summary(cfg, classes))
+        self.save(config=config_summary(self.cfg, classes))
 
     def save(self, **changes: Any) -> None:
         self.data.update(changes)
@@ -480,16 +481,14 @@ class RunRecord:
     def training(self, trainer: L.Trainer) -> Iterator[None]:
         """Time the fit (``seconds``: over every attempt); a SIGTERM (Lightning saved ``last.ckpt`` on it) is recorded
         as ``interrupted`` with its steps and the command that resumes the run, and the process exits 143."""
-        from lightning.pytorch.utilities.exceptions import SIGTERMException
-
         began = time.perf_counter()
         try:
             yield
         except SIGTERMException:
             seconds = round(self.earlier + time.perf_counter() - began, 2)
             self.save(status="interrupted", seconds=seconds, steps=trainer.global_step)
-            cfg = self.cfg
-            resume = override("name", cfg.name) if cfg.name else override("run_dir", self.run_dir)
+            name = self.cfg.name
+            resume = override("name", name) if name else override("run_dir", self.run_dir)
             saved = self.run_dir / "checkpoints" / "last.ckpt"
             print(f"interrupted: saved {saved}; resume with alexnet-train ckpt_path=last {resume}", file=sys.stderr)
             sys.exit(INTERRUPTED_EXIT_CODE)

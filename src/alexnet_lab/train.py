@@ -201,7 +201,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         if resume_from is not None:
             checkpointing.check_fits(checkpointing.load_checkpoint(resume_from), module, resume_from)
         datamodule.prepare_data()  # find and decode the data now: a bad source fails before anything is written
-        record.built(cfg, datamodule.num_classes, writer=trainer.is_global_zero)
+        record.built(datamodule.num_classes, writer=trainer.is_global_zero)
         log.info("run dir: %s", run_dir)
         add_custom_scalars(trainer)
         with record.training(trainer):
