@@ -18,7 +18,7 @@ def leftovers(logs: Path) -> list[Path]:
 @pytest.mark.parametrize(
     "override, code, message",
     [
-        ("model=vgg", 1, "Could not find 'model/vgg'"),
+        ("model=vgg", 1, "model/vgg"),  # Hydra's own error, which names the missing option
         (
             "trainer.max_epochs=abc",
             2,
@@ -28,7 +28,7 @@ def leftovers(logs: Path) -> list[Path]:
         (
             "compile=foo",
             2,
-            "error: compile=foo: Invalid backend: 'foo'. See `torch._dynamo.list_backends()` for available backends.",
+            "error: compile=foo: ",  # then torch's reason, in torch's words
         ),
         (  # the network's width follows the data: a contradicting one is named, not silently replaced
             "model.num_classes=5",
@@ -46,7 +46,9 @@ def test_bad_overrides(override: str, code: int, message: str, cli_env: dict, tm
     assert proc.returncode == code, proc.stderr[-2000:]
     assert message in proc.stderr
     if code == 2:  # our own checks: exactly one line
-        assert proc.stderr.strip().splitlines() == [message]
+        (line,) = proc.stderr.strip().splitlines()
+        prefix = message.endswith(": ")  # ours, then a library's reason in its own words
+        assert line.startswith(message) and len(line) > len(message) if prefix else line == message
     assert leftovers(tmp_path / "logs") == []
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
+import torch.nn.functional as F
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
@@ -43,57 +45,6 @@ def test_every_model_instantiates_with_its_config(composed) -> None:
         assert sum(p.numel() for p in net.parameters()) == params, name
 
 
-def test_tutorial_experiment_is_the_keras_run(composed) -> None:
-    cfg = composed("experiment=tutorial_cifar10")
-    assert cfg.model._target_.endswith("AlexNetCIFAR") and cfg.model.norm == "batchnorm"
-    assert cfg.optimizer._target_ == "torch.optim.Adam" and cfg.optimizer.lr == 1e-3
-    assert (cfg.data.batch_size, cfg.trainer.max_epochs, cfg.data.val_size) == (32, 5, 0)
-    assert (cfg.data.crop_padding, cfg.data.hflip, cfg.data.mean, cfg.data.std) == (0, False, None, None)
-    assert not cfg.scheduler and cfg.test_ckpt == "last"
-
-
-def test_paper_experiment_uses_the_papers_recipe(composed) -> None:
-    cfg = composed("experiment=paper_cifar10")
-    assert cfg.optimizer._target_ == "torch.optim.SGD"
-    assert (cfg.optimizer.lr, cfg.optimizer.momentum, cfg.optimizer.weight_decay) == (0.01, 0.9, 5e-4)
-    assert cfg.scheduler._target_.endswith("ReduceLROnPlateau") and cfg.scheduler.factor == 0.1
-    assert cfg.data.batch_size == 128 and cfg.data.crop_padding == 4 and cfg.data.hflip
-
-
-def test_imagenet_paper_experiment_is_the_2012_recipe(composed) -> None:
-    cfg = composed("experiment=imagenet_paper")
-    assert cfg.data._target_.endswith("ImageNetDataModule") and cfg.data.num_classes is None
-    assert cfg.model._target_.endswith(".AlexNet") and (cfg.model.groups, cfg.model.norm, cfg.model.init) == (
-        2,
-        "lrn",
-        "paper",
-    )
-    assert (cfg.optimizer.lr, cfg.optimizer.momentum, cfg.optimizer.weight_decay) == (0.01, 0.9, 5e-4)
-    assert cfg.scheduler._target_.endswith("ReduceLROnPlateau") and cfg.scheduler.factor == 0.1
-    assert (cfg.data.batch_size, cfg.trainer.max_epochs, cfg.trainer.precision) == (128, 90, "bf16-mixed")
-    assert (cfg.data.resize, cfg.data.image_size, cfg.data.crop_size, cfg.data.train_crop) == (256, 256, 224, "random")
-    assert (cfg.data.mean, cfg.data.pca_std, cfg.data.hflip) == ("pixel", 0.1, True)
-    assert cfg.data.std == pytest.approx(1 / 255) and cfg.data.test_protocol == "ten_crop"
-    assert sum(p.numel() for p in instantiate(cfg.model, num_classes=1000).parameters()) == 60_965_224
-
-
-def test_imagenet_torchvision_experiment_is_torchvisions_recipe(composed) -> None:
-    cfg = composed("experiment=imagenet_torchvision", "data.classes=100", "data.num_classes=100")
-    assert cfg.model._target_ == "torchvision.models.alexnet" and cfg.model.num_classes == 100
-    assert (cfg.optimizer.lr, cfg.optimizer.momentum, cfg.optimizer.weight_decay) == (0.01, 0.9, 1e-4)
-    assert cfg.scheduler._target_.endswith("StepLR") and (cfg.scheduler.step_size, cfg.scheduler.gamma) == (30, 0.1)
-    assert (cfg.data.batch_size, cfg.trainer.max_epochs, cfg.data.train_crop) == (256, 90, "random_resized")
-    assert list(cfg.data.mean) == [0.485, 0.456, 0.406] and list(cfg.data.std) == [0.229, 0.224, 0.225]
-    assert (cfg.data.pca_std, cfg.data.val_protocol, cfg.data.test_protocol) == (0.0, "center", "center")
-    net = instantiate(composed("experiment=imagenet_torchvision", "data.num_classes=1000").model)
-    assert sum(p.numel() for p in net.parameters()) == 61_100_840  # torchvision's own count
-
-
-def test_alexnet_lrn_defaults_are_the_papers_constants(composed) -> None:
-    lrn = composed("model=alexnet").model.lrn
-    assert dict(lrn) == {"size": 5, "alpha": 1e-4, "beta": 0.75, "k": 2.0}
-
-
 def test_slurm_launcher_runs_one_task_per_gpu(composed) -> None:
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     cfg = composed("hydra/launcher=slurm", "trainer=slurm", "trainer.num_nodes=2", "trainer.devices=4")
@@ -122,12 +73,11 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
 
 
-def build_or_config_error(composed, tiny_data: dict, tmp_path: Path, *overrides: str) -> str:
-    """Build DataModule, network, LightningModule, optimizer, scheduler, callbacks and Trainer as alexnet-train
-    does, on tiny generated data; "built", or the one-line ConfigError it ends with (anything else fails)."""
+def build_on_tiny_data(composed, tiny_data: dict, tmp_path: Path, *overrides: str) -> tuple:
+    """DataModule, LightningModule (network, optimizer, scheduler) and Trainer (callbacks, loggers) built as
+    alexnet-train builds them, on tiny generated data."""
     from omegaconf import open_dict, read_write
 
-    from alexnet_lab.errors import ConfigError
     from alexnet_lab.train import build
 
     cfg = composed(*overrides)
@@ -138,8 +88,15 @@ def build_or_config_error(composed, tiny_data: dict, tmp_path: Path, *overrides:
     HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):
         del cfg["hydra"]
+    return build(cfg)
+
+
+def build_or_config_error(composed, tiny_data: dict, tmp_path: Path, *overrides: str) -> str:
+    """ "built", or the one-line ConfigError building ends with (anything else fails)."""
+    from alexnet_lab.errors import ConfigError
+
     try:
-        build(cfg)
+        build_on_tiny_data(composed, tiny_data, tmp_path, *overrides)
     except ConfigError as err:
         assert "\n" not in str(err), overrides
         return str(err)
@@ -204,3 +161,102 @@ def test_the_data_feeds_the_input_units_a_model_config_asks_for(composed, overri
     cfg = composed(*overrides)
     assert OmegaConf.to_container(cfg.data, resolve=True)["mean"] == mean
     assert cfg.data.std is None if std is None else OmegaConf.to_object(cfg.data)["std"] == pytest.approx(std)
+
+
+def training_setup(composed, tiny_data: dict, tmp_path: Path, *overrides: str) -> dict:
+    """What a run of these overrides trains with, read off the objects alexnet-train builds (not the YAML)."""
+    datamodule, module, trainer = build_on_tiny_data(composed, tiny_data, tmp_path, *overrides)
+    configured = module.configure_optimizers()
+    optimizer = configured["optimizer"] if isinstance(configured, dict) else configured
+    scheduler = configured["lr_scheduler"]["scheduler"] if isinstance(configured, dict) else None
+    groups = {(g["lr"], g.get("momentum"), g["weight_decay"]) for g in optimizer.param_groups}
+    return {
+        "net": type(module.net).__name__,
+        "params": sum(p.numel() for p in module.net.parameters()),
+        "optimizer": type(optimizer).__name__,
+        "groups": groups,
+        "scheduler": type(scheduler).__name__ if scheduler else None,
+        "batch_size": datamodule.batch_size,
+        "max_epochs": trainer.max_epochs,
+        "precision": trainer.precision,
+        "data": datamodule,
+        "scheduler_object": scheduler,
+    }
+
+
+def test_tutorial_experiment_trains_like_the_keras_run(composed, tiny_data: dict, tmp_path: Path) -> None:
+    run = training_setup(composed, tiny_data, tmp_path, "experiment=tutorial_cifar10")
+    assert (run["net"], run["optimizer"], run["groups"], run["scheduler"]) == (
+        "AlexNetCIFAR",
+        "Adam",
+        {(1e-3, None, 0)},
+        None,
+    )
+    assert (run["batch_size"], run["max_epochs"], run["data"].val_size) == (32, 5, 0)
+    run["data"].prepare_data()
+    run["data"].setup("test")
+    batch = next(iter(run["data"].unaugmented_batches("test", torch.device("cpu"))))
+    assert 0.0 <= float(batch.inputs.min()) and float(batch.inputs.max()) <= 1.0  # Keras' x / 255, nothing subtracted
+
+
+def test_paper_experiment_trains_with_the_papers_recipe(composed, tiny_data: dict, tmp_path: Path) -> None:
+    run = training_setup(composed, tiny_data, tmp_path, "experiment=paper_cifar10")
+    assert (run["optimizer"], run["groups"], run["batch_size"]) == ("SGD", {(0.01, 0.9, 5e-4)}, 128)
+    assert run["scheduler"] == "ReduceLROnPlateau" and run["scheduler_object"].factor == 0.1
+    assert (run["data"].crop_padding, run["data"].hflip) == (4, True)
+
+
+def test_imagenet_paper_experiment_trains_with_the_2012_recipe(composed, tiny_data: dict, tmp_path: Path) -> None:
+    run = training_setup(composed, tiny_data, tmp_path, "experiment=imagenet_paper", "trainer.accelerator=cpu")
+    # 60,965,224 weights with 1000 classes (the paper's net), here with the tiny tree's 3
+    assert (run["net"], run["params"]) == ("AlexNet", 60_965_224 - 4097 * 997)
+    assert (run["optimizer"], run["groups"], run["batch_size"]) == ("SGD", {(0.01, 0.9, 5e-4)}, 128)
+    assert run["scheduler"] == "ReduceLROnPlateau" and run["scheduler_object"].factor == 0.1
+    assert (run["max_epochs"], run["precision"]) == (90, "bf16-mixed")
+    data = run["data"]
+    assert (data.stored_size, data.resize_size, data.crop_size, data.train_crop, data.hflip) == (
+        256,
+        256,
+        224,
+        "random",
+        True,
+    )
+    assert data.protocols == {"val": "center", "test": "ten_crop"} and data.pca_std == 0.1
+
+
+def test_imagenet_torchvision_experiment_trains_with_torchvisions_recipe(
+    composed, tiny_data: dict, tmp_path: Path
+) -> None:
+    run = training_setup(composed, tiny_data, tmp_path, "experiment=imagenet_torchvision", "trainer.accelerator=cpu")
+    assert (run["net"], run["params"]) == ("AlexNet", 61_100_840 - 4097 * 997)  # torchvision's own count, 3 classes
+    assert (run["optimizer"], run["groups"], run["batch_size"], run["max_epochs"]) == (
+        "SGD",
+        {(0.01, 0.9, 1e-4)},
+        256,
+        90,
+    )
+    assert run["scheduler"] == "StepLR" and (run["scheduler_object"].step_size, run["scheduler_object"].gamma) == (
+        30,
+        0.1,
+    )
+    assert (run["data"].train_crop, run["data"].pca_std, run["data"].protocols["test"]) == (
+        "random_resized",
+        0.0,
+        "center",
+    )
+
+
+def test_alexnet_normalises_with_the_papers_constants(composed) -> None:
+    from alexnet_lab.models.layers import LRN
+
+    net = instantiate(composed("model=alexnet").model, num_classes=10)
+    (first, *_) = [m for m in net.modules() if isinstance(m, LRN)]
+    a = torch.rand(1, 16, 3, 3) * 30  # large enough that the sum matters at alpha 1e-4
+    # b_i = a_i / (k + alpha * sum of a_j^2 over the 5 channels around i) ^ beta with k 2, alpha 1e-4, beta 0.75,
+    # within each tower's half of the channels (groups=2)
+    halves = [h**2 for h in a.split(8, dim=1)]
+    window = torch.cat(
+        [F.avg_pool3d(h.unsqueeze(1), (5, 1, 1), stride=1, padding=(2, 0, 0)).squeeze(1) * 5 for h in halves], 1
+    )
+    assert torch.allclose(first(a), a / (2 + 1e-4 * window) ** 0.75, rtol=1e-5)
+    assert not torch.allclose(first(a), a / 2**0.75, rtol=1e-3)  # the sum acts: not a constant rescaling

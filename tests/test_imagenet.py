@@ -34,7 +34,7 @@ WNIDS = ["n01440764", "n01443537", "n01484850", "n01491361", "n01494475", "n0149
 EIGVAL = [0.2175, 0.0188, 0.0045]
 EIGVEC = [[-0.5675, 0.7192, 0.4009], [-0.5808, -0.0045, -0.8140], [-0.5836, -0.6948, 0.4203]]
 SMALL = {
-    "resize": 40, "image_size": 40, "crop_size": 32, "num_workers": 0, "mean_images": 50, "pca_eigval": EIGVAL, "pca_eigvec": EIGVEC,
+    "stored_size": 40, "resize_size": 40, "crop_size": 32, "num_workers": 0, "mean_images": 50, "pca_eigval": EIGVAL, "pca_eigvec": EIGVEC,
     "minival_per_class": 0,
 }  # fmt: skip
 
@@ -492,8 +492,8 @@ CLI = [
     "model=cudaconvnet_18pct",  # a small network for 32x32 crops keeps the run to seconds
     "trainer=cpu",
     "data.classes=3",
-    "data.resize=40",
-    "data.image_size=40",
+    "data.stored_size=40",
+    "data.resize_size=40",
     "data.crop_size=32",
     "data.batch_size=5",
     "data.eval_batch_size=3",
@@ -535,7 +535,7 @@ def test_bad_settings_fail_with_the_key_and_the_fix(tree: Path, tmp_path: Path) 
         datamodule(tree, tmp_path, mean="pixel", train_crop="random_resized")
     with pytest.raises(DataError, match="data.test_protocol='five': use one of center, ten_crop"):
         datamodule(tree, tmp_path, test_protocol="five")
-    with pytest.raises(DataError, match=r"need data.crop_size \(48\) <= data.image_size \(40\)"):
+    with pytest.raises(DataError, match=r"need data.crop_size \(48\) <= data.resize_size \(40\)"):
         datamodule(tree, tmp_path, crop_size=48)
     if not torch.cuda.is_available():
         with pytest.raises(DataError, match="data.decode=cuda needs a CUDA device"):

@@ -106,7 +106,7 @@ def test_figure_4_for_a_cifar_checkpoint(lab: dict) -> None:
     dm = CIFAR10DataModule(**{k: v for k, v in config.items() if k != "_target_"})
     dm.prepare_data()
     dm.setup("test")
-    x, y = next(dm.plain_batches("test", torch.device("cpu")))
+    x, y = next(dm.unaugmented_batches("test", torch.device("cpu")))
     probs = net.eval()(x).softmax(-1).detach()
     for i in (0, 7, 49):  # the first batch of 50
         top = probs[i].topk(5)

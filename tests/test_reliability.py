@@ -79,12 +79,18 @@ def test_same_seed_twice_gives_identical_metrics(lab: dict) -> None:
 def test_sigkill_after_the_first_checkpoint_then_resume(lab: dict) -> None:
     proc = start(lab, "name=killed")
     folder = wait_for_checkpoint(lab, "killed", proc)
+    deadline = time.monotonic() + 60  # the record follows the checkpoint at the same epoch's end
+    while "epochs" not in record(lab["tmp"], "killed") and time.monotonic() < deadline:
+        time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert record(lab["tmp"], "killed")["status"] == "running"  # died without a word, as a killed job does
+    killed = record(lab["tmp"], "killed")
+    assert killed["status"] == "running"  # died without a word, as a killed job does ...
+    assert killed["epochs"] >= 1 and killed["steps"] >= 18 and killed["seconds"] > 0  # ... but says how far it got
     run_cli("alexnet-train", "ckpt_path=last", "name=killed", env=lab["env"], cwd=lab["tmp"])
     resumed = record(lab["tmp"], "killed")
     assert resumed["status"] == "finished" and resumed["resumed_from"].endswith(".ckpt")
+    assert resumed["seconds"] > killed["seconds"]  # the killed attempt's training time is counted
     assert_same_results(resumed, lab["reference"])
     # the same TensorBoard run goes on, and the first .hydra/ is kept as it was
     assert len(list(folder.glob("events.out.tfevents.*"))) >= 2

@@ -357,11 +357,13 @@ def test_a_checkpoints_own_bookkeeping_cannot_delete_files_elsewhere(trained: di
     (victim / "sub" / "data.txt").write_text("precious")
 
     def plant(ckpt: dict) -> None:
-        ((_, state),) = ckpt["callbacks"].items()
-        state.pop("dirpath")
         far = f"local://{victim}"
-        state.update(best_k_models={far: torch.tensor(1e9)}, kth_best_model_path=far, kth_value=torch.tensor(1e9),
-                     best_model_score=torch.tensor(1e9), best_model_path=far, last_model_path=far)  # fmt: skip
+        states = [s for s in ckpt["callbacks"].values() if "best_model_path" in s]
+        assert len(states) == 2  # the best checkpoint's ModelCheckpoint and last.ckpt's
+        for state in states:
+            state.pop("dirpath")
+            state.update(best_k_models={far: torch.tensor(1e9)}, kth_best_model_path=far, kth_value=torch.tensor(1e9),
+                         best_model_score=torch.tensor(1e9), best_model_path=far, last_model_path=far)  # fmt: skip
 
     crafted = crafted_checkpoint(trained, "bookkeeping", plant)
     run_cli("alexnet-train", *FAST, "trainer.max_epochs=2", f"ckpt_path={crafted}", "name=bookkeeping",

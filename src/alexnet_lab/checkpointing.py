@@ -122,12 +122,13 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         atomic_torch_save(checkpoint, Path(path))
 
 
-class BestAndLastCheckpoint(ModelCheckpoint):
-    """Lightning's ModelCheckpoint, whose ``last.ckpt`` is the newest epoch whatever the monitored metric did.
+class RunCheckpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint, kept inside its run's checkpoints folder and counting epochs from 1.
 
-    Since Lightning 2.6, ``save_last=True`` rewrites last.ckpt only in an epoch that also saved a top-k
-    checkpoint, so after the best epoch it stops moving: a resume would repeat every later epoch and a "last"
-    test would score stale weights. Here, every epoch that saved no top-k checkpoint saves last.ckpt anyway.
+    Two of them run (conf/callbacks): the best epoch by the monitored metric, and ``last.ckpt`` (``monitor: null``,
+    rewritten every epoch), for resuming. One callback with ``save_last=True`` would not do: since Lightning
+    2.6 it rewrites last.ckpt only in an epoch that also saved a top-k checkpoint, so after the best epoch a resume
+    would repeat every later epoch.
     """
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -168,25 +169,6 @@ class BestAndLastCheckpoint(ModelCheckpoint):
         if "epoch" in metrics:
             metrics = {**metrics, "epoch": int(metrics["epoch"]) + 1}
         return super().format_checkpoint_name(metrics, filename, ver, prefix)
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.fast_dev_run:  # Lightning 2.6 saves last.ckpt here without asking (its other hooks do)
-            super().on_train_end(trainer, pl_module)
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        super().on_train_epoch_end(trainer, pl_module)
-        if self._should_save_on_train_epoch_end(trainer):
-            self._save_last_if_stale(trainer)
-
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        super().on_validation_end(trainer, pl_module)
-        if not self._should_save_on_train_epoch_end(trainer):
-            self._save_last_if_stale(trainer)
-
-    def _save_last_if_stale(self, trainer: L.Trainer) -> None:
-        stale = self._last_global_step_saved != trainer.global_step
-        if self.save_last and stale and not self._should_skip_saving_checkpoint(trainer):
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
 
 class SaveOnInterrupt(L.Callback):

@@ -26,7 +26,9 @@ def swept_overrides(task_overrides: ListConfig | list[str], sweeper_params: Dict
     Swept keys are those of the sweeper's ``params`` (experiments) and those swept on this process's command
     line; without any, all of the job's overrides. ``key-value`` pairs joined by ``_``, and any character Hydra's
     override grammar reserves (``=``, ``,``, brackets, quotes) made a ``-``, so a pasted path to the job
-    (``ckpt_path=.../0_seed-1/checkpoints/last.ckpt``) parses as it is.
+    (``ckpt_path=.../0_seed-1/checkpoints/last.ckpt``) parses as it is. (Hydra's ``hydra.job.override_dirname``
+    names a job by all of its overrides less a fixed ``exclude_keys`` list: ``budget=paper,compile=true,...``, the
+    same for every job but the part that varies.)
     """
     parsed = OverridesParser.create().parse_overrides([a for a in sys.argv[1:] if "=" in a and not a.startswith("-")])
     swept = {o.key_or_group for o in parsed if o.is_sweep_override()} | set(sweeper_params or {})

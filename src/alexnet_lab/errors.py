@@ -74,7 +74,7 @@ def build_node(cfg: DictConfig, key: str, **kwargs: Any) -> Any:
         raise named_error(cfg, key, err) from err
 
 
-def check_node(cfg: DictConfig, key: str, use: Callable[[], Any]) -> Any:
+def use_node(cfg: DictConfig, key: str, use: Callable[[], Any]) -> Any:
     """Call ``use`` once (e.g. build the optimizer from its partial) so a refused value of ``key`` fails now, as one
     line naming it; what ``use`` returns."""
     try:
@@ -83,7 +83,7 @@ def check_node(cfg: DictConfig, key: str, use: Callable[[], Any]) -> Any:
         raise named_error(cfg, key, err) from err
 
 
-def one_line(err: BaseException) -> str:
+def user_message(err: BaseException) -> str:
     """A user error's message; from a DataLoader worker, its original message rather than torch's wrapper text."""
     text = str(err)
     if text.startswith("Caught ") and "Original Traceback" in text:  # torch re-raised it from a worker process
@@ -112,7 +112,7 @@ def run_guarded(task: Callable[[DictConfig, Path], dict], cfg: DictConfig) -> di
     except Exception as err:
         user_error = isinstance(err, UserError)
         cause = root_cause(err)  # not Hydra's "Error in call to target ..." wrapper line
-        message = one_line(err) if user_error else f"{type(cause).__name__}: {cause}".strip().splitlines()[0]
+        message = user_message(err) if user_error else f"{type(cause).__name__}: {cause}".strip().splitlines()[0]
         if multirun:
             log.exception("job failed, the sweep goes on: %s", message)
             record_failure(run_dir, message)

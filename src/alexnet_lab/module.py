@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Callable
 from typing import Any, TypedDict
@@ -11,7 +12,6 @@ import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
-from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
 from torch import nn
 from torchmetrics import MeanMetric, MetricCollection, MinMetric
 from torchmetrics.classification import MulticlassAccuracy
@@ -181,9 +181,6 @@ class Classifier(L.LightningModule):
             self.log("train/lr", float(self.trainer.optimizers[0].param_groups[0]["lr"]))
         train = self._log_epoch("train", ("loss", "top1_err"))
         self._print_epoch(train)
-        # not logged; callback_metrics is what travels back to the main process from spawned DDP workers
-        self.trainer.callback_metrics["progress/epochs"] = torch.tensor(float(self.current_epoch + 1))
-        self.trainer.callback_metrics["progress/steps"] = torch.tensor(float(self.global_step))
 
     def _print_epoch(self, train: dict[str, torch.Tensor]) -> None:
         """One plain line per epoch for logs without a terminal (SLURM, nohup): the console and the run's log file."""
@@ -203,19 +200,12 @@ class Classifier(L.LightningModule):
         )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # dropout and any other draw from the global generators continue exactly after a resume; NumPy's state
-        # goes in as a tensor, so the checkpoint loads with torch.load(weights_only=True)
-        states = _collect_rng_states(include_cuda=torch.cuda.is_available())
-        name, keys, *rest = states["numpy"]
-        states["numpy"] = [name, torch.from_numpy(keys.astype(np.int64)), *rest]
-        checkpoint["rng_states"] = states
+        # dropout and any other draw from the global generators continue exactly after a resume
+        checkpoint["rng_states"] = rng_states()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if "rng_states" in checkpoint and self.trainer.state.fn == "fit":  # not when testing a checkpoint
-            states = dict(checkpoint["rng_states"])
-            name, keys, *rest = states["numpy"]
-            states["numpy"] = (name, keys.numpy().astype(np.uint32), *rest)
-            _set_rng_states(states)
+            set_rng_states(checkpoint["rng_states"])
 
     def on_validation_epoch_start(self) -> None:
         # validation inside an epoch (trainer.val_check_interval) ends in a checkpoint: NaN weights never get there
@@ -270,3 +260,27 @@ class Classifier(L.LightningModule):
         for torch_group, group in zip(optimizer.param_groups, groups, strict=True):
             torch_group["lr"] *= group.lr_scale
         return optimizer
+
+
+def rng_states() -> dict[str, Any]:
+    """The global generators' states (Lightning's layout, as its ``seed_everything`` seeds them) in types
+    ``torch.load(weights_only=True)`` reads back: NumPy's keys as a tensor."""
+    name, keys, *rest = np.random.get_state()
+    states = {
+        "torch": torch.get_rng_state(),
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), *rest],
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        states["torch.cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    if "torch.cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["torch.cuda"])
+    name, keys, *rest = states["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))

@@ -155,7 +155,7 @@ def predict(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     confusion = MulticlassConfusionMatrix(len(names)).to(device)
     rows, top5_all = [], []
     with torch.no_grad():
-        for x, y in datamodule.plain_batches(test, device):
+        for x, y in datamodule.unaugmented_batches(test, device):
             probs = net(x).float().softmax(dim=-1)
             top = probs.topk(min(5, probs.shape[1]), dim=-1)
             top5_all.append((top.values.cpu(), top.indices.cpu()))
@@ -179,10 +179,10 @@ def predict(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
     # Figure 4, right: nearest training images by the last hidden layer, streamed over the training split
     queries = shown[: options.queries] if cfg.predict.get("indices") is not None else spread(n_test, options.queries)
-    query_features = torch.cat(list(penultimate(net, datamodule.plain_batches(test, device, queries))))
+    query_features = torch.cat(list(penultimate(net, datamodule.unaugmented_batches(test, device, queries))))
     n_train = datamodule.split_size(train)
     subset = None if options.max_train is None else spread(n_train, options.max_train)
-    keys = penultimate(net, datamodule.plain_batches(train, device, subset))
+    keys = penultimate(net, datamodule.unaugmented_batches(train, device, subset))
     found = nearest(query_features, keys, options.neighbours, options.distance)
     found_indices = found.indices if subset is None else subset[found.indices]
     train_labels = datamodule.labels(train, found_indices.flatten()).view_as(found_indices)

@@ -441,15 +441,19 @@ def config_summary(cfg: DictConfig, classes: int) -> dict[str, Any]:
     return {**pick, "data": data, "trainer": trainer}
 
 
-class RunRecord:
+class RunRecord(L.Callback):
     """A run's ``metrics.json``, written whole at each change of state (by one process: rank 0 under DDP or SLURM).
 
     Made from the config as composed (its fingerprint is taken before the data fills in what follows from it);
-    :meth:`training` times the fit and turns SIGTERM into an ``interrupted`` record and exit 143.
+    :meth:`training` times the fit and turns SIGTERM into an ``interrupted`` record and exit 143. As a trainer
+    callback it also writes, at each epoch's end, how far the run got and its training time so far: a run killed
+    outright (SIGKILL, or a launcher stopping a sibling job) still says so, and the main process of a spawned DDP
+    run reads the ranks' progress back from it (:meth:`progress`).
     """
 
     def __init__(self, cfg: DictConfig, run_dir: Path, resume_from: Path | None) -> None:
         self.cfg, self.run_dir, self.writer = cfg, run_dir, False
+        self.began = time.perf_counter()  # reset when training starts
         self.earlier = earlier_seconds(run_dir) if resume_from is not None else 0.0  # a resumed run's time so far
         hc = HydraConfig.get()
         self.data: dict[str, Any] = {
@@ -481,15 +485,31 @@ class RunRecord:
     def training(self, trainer: L.Trainer) -> Iterator[None]:
         """Time the fit (``seconds``: over every attempt); a SIGTERM (Lightning saved ``last.ckpt`` on it) is recorded
         as ``interrupted`` with its steps and the command that resumes the run, and the process exits 143."""
-        began = time.perf_counter()
+        self.began = time.perf_counter()  # one clock for every process on this machine: spawned ranks read it too
         try:
             yield
         except SIGTERMException:
-            seconds = round(self.earlier + time.perf_counter() - began, 2)
+            seconds = self.seconds()
             self.save(status="interrupted", seconds=seconds, steps=trainer.global_step)
             name = self.cfg.name
             resume = override("name", name) if name else override("run_dir", self.run_dir)
             saved = self.run_dir / "checkpoints" / "last.ckpt"
             print(f"interrupted: saved {saved}; resume with alexnet-train ckpt_path=last {resume}", file=sys.stderr)
             sys.exit(INTERRUPTED_EXIT_CODE)
-        self.data["seconds"] = round(self.earlier + time.perf_counter() - began, 2)
+        self.data["seconds"] = self.seconds()
+
+    def seconds(self) -> float:
+        """Training seconds over every attempt, this one up to now."""
+        return round(self.earlier + time.perf_counter() - self.began, 2)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero:
+            self.save(epochs=trainer.current_epoch + 1, steps=trainer.global_step, seconds=self.seconds())
+
+    def progress(self, trainer: L.Trainer) -> tuple[int, int]:
+        """(epochs, steps) trained, as rank 0 recorded them at its last epoch end (in a spawned DDP run, in another
+        process); the trainer's own count if no epoch ended in this attempt."""
+        stored = read_record(self.run_dir / "metrics.json") or {}  # built() wrote it afresh before training
+        if isinstance(stored.get("epochs"), int) and isinstance(stored.get("steps"), int):
+            return stored["epochs"], stored["steps"]
+        return trainer.current_epoch, trainer.global_step

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from alexnet_lab import checkpointing, cli, runs
 from alexnet_lab.data import ClassificationData
-from alexnet_lab.errors import ConfigError, build_node, check_node, run_guarded
+from alexnet_lab.errors import ConfigError, build_node, run_guarded, use_node
 from alexnet_lab.module import Classifier
 
 log = logging.getLogger(__name__)
@@ -33,9 +33,10 @@ cli.register_resolvers()
 FINAL_METRICS = ("val/top1_err", "val/top5_err", "test/top1_err", "test/top5_err")
 
 
-def build(cfg: DictConfig) -> tuple[ClassificationData, Classifier, L.Trainer]:
-    """DataModule, LightningModule and Trainer from a composed config. A value a library refuses while a node is
-    built (or, for the optimizer and scheduler, first used) is a one-line :class:`ConfigError` naming it."""
+def build(cfg: DictConfig, *run_callbacks: L.Callback) -> tuple[ClassificationData, Classifier, L.Trainer]:
+    """DataModule, LightningModule and Trainer (with the configured callbacks, then ``run_callbacks``) from a
+    composed config. A value a library refuses while a node is built (or, for the optimizer and scheduler, first
+    used) is a one-line :class:`ConfigError` naming it."""
     devices, nodes = cfg.trainer.get("devices", 1), cfg.trainer.get("num_nodes", 1)
     batch = cfg.data.get("batch_size")
     if isinstance(devices, int) and isinstance(nodes, int) and isinstance(batch, int) and batch % (devices * nodes):
@@ -59,7 +60,7 @@ def build(cfg: DictConfig) -> tuple[ClassificationData, Classifier, L.Trainer]:
     run_config["data"]["num_classes"] = run_config["model"]["num_classes"] = classes
     optimizer = build_node(cfg, "optimizer")
     scheduler = build_node(cfg, "scheduler") if cfg.get("scheduler") else None
-    module = check_node(  # torch.compile refuses an unknown backend name here
+    module = use_node(  # torch.compile refuses an unknown backend name here
         cfg,
         "compile",
         lambda: Classifier(
@@ -75,10 +76,11 @@ def build(cfg: DictConfig) -> tuple[ClassificationData, Classifier, L.Trainer]:
     if not cfg.compile:  # the model summary's sizes and FLOPs (a compiled net would compile for it first)
         module.example_input_array = example
     # partials: torch checks their values only when they are called
-    check_node(cfg, "optimizer", module.build_optimizer)
+    use_node(cfg, "optimizer", module.build_optimizer)
     if cfg.get("scheduler"):
-        check_node(cfg, "scheduler", module.configure_optimizers)
+        use_node(cfg, "scheduler", module.configure_optimizers)
     callbacks = [build_node(cfg, f"callbacks.{k}") for k, c in (cfg.get("callbacks") or {}).items() if c]
+    callbacks += run_callbacks
     loggers = [build_node(cfg, f"logger.{k}") for k, c in (cfg.get("logger") or {}).items() if c]
     trainer = build_node(cfg, "trainer", callbacks=callbacks, logger=loggers or False)
     return datamodule, module, trainer
@@ -137,8 +139,9 @@ def log_hparams(trainer: L.Trainer, params: dict[str, Any]) -> None:
     """Fill TensorBoard's HPARAMS tab: the run's hyperparameters against its final metric tags.
 
     Only the hparams summary is written: the plugin shows the last value each metric tag has in the run, i.e. the
-    real final val/test errors already logged. (Lightning's ``log_hyperparams(params, metrics)`` would also log
-    the metrics again at step 0, a stray first point on every curve.)
+    real final val/test errors already logged. Lightning's ``log_hyperparams(params, metrics, step)`` would log
+    the metrics once more and cannot mark which columns the tab shows first; Lightning's answer is to write the
+    summary with the writer directly (Lightning-AI/pytorch-lightning#1111), as its own ``log_hyperparams`` does.
     """
     from tensorboard.plugins.hparams import plugin_data_pb2
     from torch.utils.tensorboard.summary import hparams
@@ -197,7 +200,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         cfg, resume_from = start.cfg, start.resume_from
         L.seed_everything(runs.settle_seed(cfg), workers=True)
         record = runs.RunRecord(cfg, run_dir, resume_from)  # the config as composed: build() fills in the data's
-        datamodule, module, trainer = build(cfg)
+        datamodule, module, trainer = build(cfg, record)
         if resume_from is not None:
             checkpointing.check_fits(checkpointing.load_checkpoint(resume_from), module, resume_from)
         datamodule.prepare_data()  # find and decode the data now: a bad source fails before anything is written
@@ -209,6 +212,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         if trainer.interrupted:
             raise RuntimeError("training was interrupted before it finished")
+        record.data["epochs"], record.data["steps"] = record.progress(trainer)
         final = trained_metrics(trainer, record.data)
         record.data["data"] = datamodule.describe()  # splits, evaluation protocols, classes, skipped images
         if cfg.test:
@@ -235,11 +239,9 @@ def finish_loggers(trainer: L.Trainer) -> None:
 
 
 def trained_metrics(trainer: L.Trainer, record: dict[str, Any]) -> dict[str, float]:
-    """The metrics at the end of training; the epochs, steps and best checkpoint go into ``record``."""
+    """The metrics at the end of training; the best checkpoint goes into ``record``."""
     final = scalar_metrics(trainer)
     final.pop("step", None)  # the x axis of the curves, not a metric
-    record["epochs"] = int(final.pop("progress/epochs", trainer.current_epoch))
-    record["steps"] = int(final.pop("progress/steps", trainer.global_step))
     if best := best_checkpoint(trainer):
         # from callback_metrics: with spawned DDP processes the callback's own score stays in the workers
         record["best"] = {"val/top1_err": final.get("val/top1_err_best"), "ckpt_path": best}
@@ -247,7 +249,7 @@ def trained_metrics(trainer: L.Trainer, record: dict[str, Any]) -> dict[str, flo
 
 
 def best_checkpoint(trainer: L.Trainer) -> str | None:
-    checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
+    checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint) and c.monitor), None)
     return checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
 
 

@@ -19,7 +19,6 @@ from PIL import Image
 from alexnet_lab.batches import Batch
 from alexnet_lab.data.common import (
     IMAGE_SUFFIXES,
-    PROTOCOLS,
     UNREADABLE,
     ClassCount,
     DataError,
@@ -33,6 +32,7 @@ from alexnet_lab.data.common import (
 from alexnet_lab.data.loader import TensorBatches
 from alexnet_lab.data.transforms import Normalize, center_crop
 from alexnet_lab.files import atomic_write
+from alexnet_lab.protocols import PROTOCOLS
 
 log = logging.getLogger(__name__)
 
@@ -456,7 +456,9 @@ class CIFAR10DataModule(ClassCount, L.LightningDataModule):
             world_size=world_size,
         )
 
-    def plain_batches(self, split: str, device: torch.device, indices: torch.Tensor | None = None) -> Iterator[Batch]:
+    def unaugmented_batches(
+        self, split: str, device: torch.device, indices: torch.Tensor | None = None
+    ) -> Iterator[Batch]:
         """(normalised centre views, labels) of a split (or of its images at ``indices``), in order, unaugmented:
         what a trained network is shown for prediction."""
         images, labels = self.splits[split]

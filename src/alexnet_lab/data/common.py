@@ -13,6 +13,7 @@ from PIL import Image, UnidentifiedImageError
 
 from alexnet_lab.batches import Batch
 from alexnet_lab.errors import UserError
+from alexnet_lab.protocols import PROTOCOLS
 
 
 class DataError(UserError, RuntimeError):
@@ -55,7 +56,7 @@ class ClassificationData(Protocol):
     def split_size(self, split: str) -> int: ...
     def images(self, split: str, indices: torch.Tensor) -> torch.Tensor: ...  # uint8 (N, C, H, W), as stored
     def labels(self, split: str, indices: torch.Tensor) -> torch.Tensor: ...
-    def plain_batches(
+    def unaugmented_batches(
         self, split: str, device: torch.device, indices: torch.Tensor | None = None
     ) -> Iterator[Batch]: ...  # one centre view per image, in the network's units, in order
 
@@ -75,10 +76,6 @@ def bomb_guarded() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         yield
-
-
-# evaluation views: data.val_protocol / data.test_protocol, and how metrics.json names them
-PROTOCOLS = {"center": "centre crop", "ten_crop": "10-crop (4 corners + centre, each mirrored; softmax averaged)"}
 
 
 def check_std(std: float | list[float] | None) -> None:
@@ -116,7 +113,11 @@ def global_batch(trainer: Any, batch_size: int, eval_batch_size: int, train: boo
 
 
 def fit_progress(trainer: Any) -> tuple[int, int]:
-    """(epoch, training batches finished in it): what a mid-epoch checkpoint must skip on resume."""
+    """(epoch, training batches finished in it): what a mid-epoch checkpoint must skip on resume.
+
+    Lightning 2.6 offers a stateful loader no public count of the batches trained (its fetcher runs a batch ahead
+    of training, so the loader's own count would be off by one); the fit loop's batch progress is what Lightning
+    restores its own position from (mid-epoch resume is open upstream: Lightning-AI/pytorch-lightning#19764)."""
     if trainer is None:
         return 0, 0
     return trainer.current_epoch, trainer.fit_loop.epoch_loop.batch_progress.current.completed

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from alexnet_lab.protocols import PROTOCOLS
 from alexnet_lab.report.sweep import Job, load_jobs, project_ablation, variant_keys
 from alexnet_lab.stats import Claim, Interval, Verdict, compare, verdict
 
@@ -160,10 +161,9 @@ def _dataset(config: dict[str, Any]) -> str:
 def _protocols(config: dict[str, Any]) -> dict[str, str]:
     """How each split was evaluated: centre crops, 10 crops, or the whole image."""
     data = _data(config)
-    views = {"center": "centre crop", "ten_crop": "10-crop, softmax averaged"}
     imagenet = _dataset(config) == "imagenet"
     cropped = imagenet or (data.get("crop_size") not in (None, 32))
-    return {s: views.get(data.get(f"{s}_protocol"), "one view") if cropped else "one view" for s in ("test", "val")}
+    return {s: PROTOCOLS.get(data.get(f"{s}_protocol"), "one view") if cropped else "one view" for s in ("test", "val")}
 
 
 def rank(jobs: list[Job]) -> tuple[float, float]:

@@ -15,7 +15,6 @@ from torch.utils.data import DataLoader
 
 from alexnet_lab.batches import Batch, Views
 from alexnet_lab.data.common import (
-    PROTOCOLS,
     ClassCount,
     DataError,
     check_protocols,
@@ -38,6 +37,7 @@ from alexnet_lab.data.imagenet.workers import Draws, Encoded, ImageFiles, Resuma
 from alexnet_lab.data.loader import EpochSampler
 from alexnet_lab.data.transforms import Normalize, center_crop, hflip, pca_lighting, ten_crop, windows
 from alexnet_lab.files import atomic_write
+from alexnet_lab.protocols import PROTOCOLS
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 class ImageNetDataModule(ClassCount, L.LightningDataModule):
     """ILSVRC-2012 (or any ``train/<class>/`` + ``val/<class>/`` JPEG tree) with the paper's preprocessing.
 
-    ``prepare_data`` unpacks official archives once, writes a copy rescaled to shorter side ``resize`` (so epochs
+    ``prepare_data`` unpacks official archives once, writes a copy rescaled to shorter side ``stored_size`` (so epochs
     never decode full-size JPEGs), and measures the training mean. ImageNet's test labels are not public, and
     the paper reports val numbers: validation during training runs on a minival (the last ``minival_per_class``
     training images of each class, never trained on), which picks the best checkpoint and drives the plateau
@@ -66,8 +66,8 @@ class ImageNetDataModule(ClassCount, L.LightningDataModule):
         train_dir: str = "train",
         val_dir: str = "val",
         prepare: bool = True,
-        resize: int = 256,
-        image_size: int = 256,
+        stored_size: int = 256,
+        resize_size: int = 256,
         crop_size: int = 224,
         train_crop: str = "random",
         hflip: bool = True,
@@ -99,9 +99,9 @@ class ImageNetDataModule(ClassCount, L.LightningDataModule):
             )
         if isinstance(mean, str) and mean not in ("pixel", "channel"):
             raise DataError(f"data.mean={mean!r}: use pixel, channel or a list of 3 values in [0, 1]")
-        if not crop_size <= image_size <= resize:
+        if not crop_size <= resize_size <= stored_size:
             raise DataError(
-                f"need data.crop_size ({crop_size}) <= data.image_size ({image_size}) <= data.resize ({resize})"
+                f"need data.crop_size ({crop_size}) <= data.resize_size ({resize_size}) <= data.stored_size ({stored_size})"
             )
         if pca_std and (pca_eigval is None or pca_eigvec is None):
             raise DataError("data.pca_std > 0 needs data.pca_eigval and data.pca_eigvec (or set pca_std=0)")
@@ -112,7 +112,7 @@ class ImageNetDataModule(ClassCount, L.LightningDataModule):
             raise DataError(f"data.minival_per_class={minival_per_class} must be >= 0 (0: validate on the val split)")
         self.minival_per_class = minival_per_class
         self.split_dirs = {"train": train_dir, "val": val_dir}
-        self.prepare, self.resize, self.image_size, self.crop_size = prepare, resize, image_size, crop_size
+        self.prepare, self.stored_size, self.resize_size, self.crop_size = prepare, stored_size, resize_size, crop_size
         self.train_crop, self.hflip, self.pca_std = train_crop, hflip, pca_std
         self.pca = (torch.tensor(pca_eigval or [0.0] * 3), torch.tensor(pca_eigvec or [[0.0] * 3] * 3))
         check_std(std)
@@ -132,7 +132,7 @@ class ImageNetDataModule(ClassCount, L.LightningDataModule):
 
     @property
     def prepared_root(self) -> Path:
-        return self.cache_dir / f"resized{self.resize}-{source_key(self.path.resolve())}"
+        return self.cache_dir / f"resized{self.stored_size}-{source_key(self.path.resolve())}"
 
     @property
     def unpacked_root(self) -> Path:
@@ -203,12 +203,12 @@ class ImageNetDataModule(ClassCount, L.LightningDataModule):
         self._measure_mean()
 
     def _write_resized(self, listing: dict[str, list[Sample]]) -> None:
-        """The one-time rescale to shorter side ``resize`` (what the paper trained on), resumable file by file."""
+        """The one-time rescale to shorter side ``stored_size`` (what the paper trained on), resumable file by file."""
         done = self._prepared_marker()
         if done.exists():
             return
-        jobs = [(p, self._in_prepared(p), self.resize) for split in listing.values() for p, _ in split]
-        log.info("rescaling to shorter side %d into %s", self.resize, self.prepared_root)
+        jobs = [(p, self._in_prepared(p), self.stored_size) for split in listing.values() for p, _ in split]
+        log.info("rescaling to shorter side %d into %s", self.stored_size, self.prepared_root)
         skipped = write_resized(jobs, self._workers(), self.skip_bad_images)
         if skipped:
             with open(self.prepared_root / "skipped.txt", "a") as f:
@@ -233,7 +233,7 @@ class ImageNetDataModule(ClassCount, L.LightningDataModule):
         return {s: [(self._in_prepared(p), y) for p, y in items if p not in skipped] for s, items in listing.items()}
 
     def _mean_file(self, train: list[Sample]) -> Path:
-        key = source_key(len(train), train[0][0], train[-1][0], self.image_size, self.mean_images, self.resize)
+        key = source_key(len(train), train[0][0], train[-1][0], self.resize_size, self.mean_images, self.stored_size)
         return self.cache_dir / f"imagenet-mean-{key}.pt"
 
     def _measure_mean(self) -> None:
@@ -245,7 +245,7 @@ class ImageNetDataModule(ClassCount, L.LightningDataModule):
         if target.exists():
             return
         subset = train[:: max(1, len(train) // self.mean_images)][: self.mean_images]
-        pixel_mean, count = mean_image(subset, self.image_size, self._workers(), self.skip_bad_images)
+        pixel_mean, count = mean_image(subset, self.resize_size, self._workers(), self.skip_bad_images)
         log.info("measured the mean of %d training images into %s", count, target)
         atomic_write(target, lambda f: torch.save({"pixel_mean": pixel_mean, "images": count}, f))
 
@@ -277,7 +277,7 @@ class ImageNetDataModule(ClassCount, L.LightningDataModule):
         samples = self.samples[split]
         dataset = ImageFiles(
             samples,
-            self.image_size,
+            self.resize_size,
             self.crop_size,
             train=train,
             random_resized=self.train_crop == "random_resized",
@@ -301,13 +301,15 @@ class ImageNetDataModule(ClassCount, L.LightningDataModule):
             progress=lambda: fit_progress(self.trainer),
         )
 
-    def plain_batches(self, split: str, device: torch.device, indices: torch.Tensor | None = None) -> Iterator[Batch]:
+    def unaugmented_batches(
+        self, split: str, device: torch.device, indices: torch.Tensor | None = None
+    ) -> Iterator[Batch]:
         """(normalised centre crops, labels) of a split ("train", "minival" or "val"; or of its images at
         ``indices``), in order, unaugmented: what a trained network is shown for prediction."""
         samples = self.samples[split]
         if indices is not None:
             samples = [samples[i] for i in indices.tolist()]
-        dataset = ImageFiles(samples, self.image_size, self.crop_size, skip_bad=self.skip_bad_images)
+        dataset = ImageFiles(samples, self.resize_size, self.crop_size, skip_bad=self.skip_bad_images)
         loader = DataLoader(
             dataset, self.eval_batch_size, sampler=[(i, 0) for i in range(len(samples))], collate_fn=collate,
             num_workers=self._workers(),
@@ -318,7 +320,7 @@ class ImageNetDataModule(ClassCount, L.LightningDataModule):
 
     def images(self, split: str, indices: torch.Tensor) -> torch.Tensor:
         """uint8 (N, 3, crop, crop) of a split's images at ``indices``: the centre crop the network sees."""
-        dataset = ImageFiles(self.samples[split], self.image_size, self.crop_size)
+        dataset = ImageFiles(self.samples[split], self.resize_size, self.crop_size)
         return torch.stack([center_crop(dataset[(int(i), 0)].image, self.crop_size) for i in indices])
 
     def labels(self, split: str, indices: torch.Tensor) -> torch.Tensor:
@@ -365,7 +367,7 @@ class ImageNetDataModule(ClassCount, L.LightningDataModule):
         decoded = decode_files(files, paths, device, self.skip_bad_images)
         random_resized = train and self.train_crop == "random_resized"
         out = [
-            to_training_size(image, self.image_size, box if random_resized else None, self.crop_size)
+            to_training_size(image, self.resize_size, box if random_resized else None, self.crop_size)
             for image, box in zip(decoded, draws.box.tolist(), strict=True)
             if image is not None
         ]
