@@ -1,4 +1,5 @@
-"""Files that are whole or absent: the one write helper checkpoints, caches, records and resized images share."""
+"""Files that are whole or absent: the one write helper checkpoints, caches, records and resized images share;
+and the one way a command shows its pictures in TensorBoard."""
 
 from __future__ import annotations
 
@@ -60,3 +61,18 @@ class NoFollowFileHandler(logging.FileHandler):
                              "written only in place: remove what lies at that name\n")  # fmt: skip
             raise SystemExit(2) from err
         return os.fdopen(fd, "a", encoding=self.encoding, errors=self.errors)
+
+
+def pictures_to_tensorboard(folder: Path, pictures: dict[str, Path], texts: dict[str, str] | None = None) -> None:
+    """PNG files as TensorBoard images (IMAGES tab, tag -> file) and texts (TEXT tab) in an event file in ``folder``:
+    how alexnet-predict and alexnet-report show what they drew beside the training curves."""
+    import numpy as np
+    from PIL import Image
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(str(folder)) as writer:
+        for tag, body in (texts or {}).items():
+            writer.add_text(tag, body)
+        for tag, png in pictures.items():
+            with Image.open(png) as image:
+                writer.add_image(tag, np.asarray(image.convert("RGB")), 0, dataformats="HWC")

@@ -26,7 +26,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 from alexnet_lab import cli
 from alexnet_lab.errors import ConfigError, build_node, run_guarded
 from alexnet_lab.eval import restore
-from alexnet_lab.files import write_json
+from alexnet_lab.files import pictures_to_tensorboard, write_json
 from alexnet_lab.neighbours import nearest, penultimate
 
 log = logging.getLogger(__name__)
@@ -191,7 +191,9 @@ def predict(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                       names, [rows[i] for i in queries.tolist()], train_labels.tolist(), run_dir / "neighbours.png")  # fmt: skip
     seconds = round(time.perf_counter() - start, 2)
 
-    write_tensorboard(run_dir, ["predictions", "neighbours", "confusion"])
+    pictures_to_tensorboard(
+        run_dir, {f"predict/{n}": run_dir / f"{n}.png" for n in ("predictions", "neighbours", "confusion")}
+    )
     record = {
         "status": "finished",
         "ckpt_path": str(ckpt_path),
@@ -210,16 +212,6 @@ def predict(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     write_json(run_dir / "metrics.json", record)
     log.info("wrote predictions.png, neighbours.png, predictions.csv, confusion.png into %s (%.1f s)", run_dir, seconds)
     return record
-
-
-def write_tensorboard(run_dir: Path, names: list[str]) -> None:
-    from PIL import Image
-    from torch.utils.tensorboard import SummaryWriter
-
-    with SummaryWriter(str(run_dir)) as writer:
-        for name in names:
-            with Image.open(run_dir / f"{name}.png") as image:
-                writer.add_image(f"predict/{name}", np.asarray(image.convert("RGB")), 0, dataformats="HWC")
 
 
 @hydra.main(version_base="1.3", config_path="pkg://alexnet_lab.conf", config_name="predict")

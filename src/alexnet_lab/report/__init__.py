@@ -58,7 +58,7 @@ def write_report(sweep: Path) -> str:
     charts = [sweep / "report.png", sweep / "curves.png"]
     write_chart(report, charts[0])
     write_curves(report, charts[1])
-    write_tensorboard(report, markdown, sweep / "report", charts)
+    write_tensorboard(markdown, sweep / "report", charts)
     return markdown
 
 

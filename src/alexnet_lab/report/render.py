@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from alexnet_lab.files import atomic_write
+from alexnet_lab.files import atomic_write, pictures_to_tensorboard
 from alexnet_lab.report.analysis import DIFFS, ERRORS, Check, Report, Row
 from alexnet_lab.stats import Interval
 
@@ -490,18 +490,10 @@ def write_curves(report: Report, path: Path) -> None:
     _save(fig, path)
 
 
-def write_tensorboard(report: Report, markdown: str, folder: Path, charts: list[Path]) -> None:
+def write_tensorboard(markdown: str, folder: Path, charts: list[Path]) -> None:
     """The report as text and the charts as images (TEXT and IMAGES tabs); no scalars or HPARAMS sessions, so the
     report never shows up as an empty trial beside the training runs."""
-    import numpy as np
-    from PIL import Image
-    from torch.utils.tensorboard import SummaryWriter
-
     if folder.is_symlink():
         folder.unlink()  # a planted link: removed, never followed
     shutil.rmtree(folder, ignore_errors=True)  # regenerated from the run dirs each time
-    with SummaryWriter(str(folder)) as writer:
-        writer.add_text("report", markdown)
-        for chart in charts:
-            with Image.open(chart) as image:
-                writer.add_image(f"report/{chart.stem}", np.asarray(image.convert("RGB")), 0, dataformats="HWC")
+    pictures_to_tensorboard(folder, {f"report/{chart.stem}": chart for chart in charts}, {"report": markdown})
