@@ -27,7 +27,8 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as logs:
         command = [str(Path(sys.executable).with_name("alexnet-train")), *args.overrides, "data.val_size=0", "test=false",
-                   "~callbacks.rich_progress_bar", "~callbacks.model_checkpoint"]  # fmt: skip
+                   "~callbacks.rich_progress_bar", "~callbacks.model_checkpoint",
+                   "~callbacks.last_checkpoint"]  # fmt: skip
         subprocess.run(command, env=dict(os.environ, ALEXNET_LOG_DIR=logs), check=True)
         (run,) = Path(logs, "train", "runs").iterdir()
         record = json.loads((run / "metrics.json").read_text())

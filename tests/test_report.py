@@ -118,7 +118,7 @@ def test_report_says_which_views_produced_imagenet_numbers(sweep: Path, tmp_path
     markdown = to_markdown(build_report(copy))
     assert (
         "dataset imagenet. Errors in percent on the ILSVRC-2012 val split (test/*: evaluated once at the end) "
-        "(10-crop (4 corners + centre, each mirrored; softmax averaged)) and the minival (val/*: held out of train) (centre crop)"
+        "(10-crop: 4 corners + centre, each mirrored, softmax averaged) and the minival (val/*: held out of train) (centre crop)"
         in markdown
     )
 

@@ -8,6 +8,7 @@ import os
 import pickle
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 from conftest import FAST, isolated_env, run_cli, write_batches, write_jpeg_tree
@@ -138,3 +139,24 @@ def test_a_read_only_imagenet_tree_with_its_devkit_serves_both_splits_and_stays_
     assert dict(dm.describe()["classes"]) == {WNIDS[0]: "tench, Tinca tinca", WNIDS[1]: "goldfish, Carassius auratus"}
     assert (dm.unpacked_root / "meta.bin").is_file() and not (data / "meta.bin").exists()
     assert snapshot(data) == before
+
+
+def test_a_checkpoint_from_before_the_rename_keeps_its_best_checkpoint_bookkeeping(tmp_path: Path) -> None:
+    """Checkpoints written while the class was BestAndLastCheckpoint store its state under that name; a resume
+    restores it (else the first epoch after the resume would count as the best, whatever its score)."""
+    from lightning.pytorch.trainer import call
+
+    from alexnet_lab.checkpointing import RunCheckpoint
+
+    def callback() -> RunCheckpoint:
+        return RunCheckpoint(dirpath=str(tmp_path), monitor="val/top1_err", mode="min", save_top_k=1)
+
+    best = str(tmp_path / "epoch007-top1err21.00.ckpt")
+    state = {**callback().state_dict(), "best_model_path": best, "best_model_score": torch.tensor(21.0),
+             "best_k_models": {best: torch.tensor(21.0)}, "kth_best_model_path": best}  # fmt: skip
+    old_key = "BestAndLastCheckpoint{'monitor': 'val/top1_err', 'mode': 'min', 'every_n_train_steps': 0, " \
+              "'every_n_epochs': 1, 'train_time_interval': None}"  # fmt: skip
+    restored = callback()
+    trainer = L.Trainer(callbacks=[restored], logger=False, enable_progress_bar=False, enable_model_summary=False)
+    call._call_callbacks_load_state_dict(trainer, {"callbacks": {old_key: state}})
+    assert restored.best_model_path == best and float(restored.best_model_score) == 21.0

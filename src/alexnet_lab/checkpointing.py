@@ -131,6 +131,12 @@ class RunCheckpoint(ModelCheckpoint):
     would repeat every later epoch.
     """
 
+    @property
+    def _legacy_state_key(self) -> str:
+        # checkpoints written before this class got its name keep its state under the old one; Lightning looks up
+        # this key when the state key is missing, so their best-checkpoint bookkeeping is restored, not dropped
+        return self.state_key.replace(type(self).__qualname__, "BestAndLastCheckpoint", 1)
+
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
         # what killed saves of earlier processes left (atomic writes name their temporary file by pid); the run dir is

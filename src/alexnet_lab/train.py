@@ -256,7 +256,8 @@ def best_checkpoint(trainer: L.Trainer) -> str | None:
 def test(cfg: DictConfig, trainer: L.Trainer, module: Classifier, datamodule: L.LightningDataModule,
          record: dict[str, Any]) -> dict[str, float]:  # fmt: skip
     """Test once: the best checkpoint's weights (``test_ckpt``) if one was kept, else the final weights."""
-    ckpt = cfg.test_ckpt if best_checkpoint(trainer) else None
+    best = best_checkpoint(trainer)  # named: with two ModelCheckpoints Lightning's "best" means the first one's
+    ckpt = (best if cfg.test_ckpt == "best" else cfg.test_ckpt) if best else None
     start = time.perf_counter()
     trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True, verbose=False)
     record["test_seconds"] = round(time.perf_counter() - start, 2)
