@@ -41,7 +41,7 @@ class LRN(ResponseNorm):
     constants as they are. Krizhevsky's cuda-convnet2 configs (scale 1e-4 divided by size 5) equal
     ``alpha=2e-5`` in this form. ``groups=2`` normalises each tower's channels among themselves, as each of the
     paper's two GPUs did: no window crosses the boundary between towers. The channel-window sum is n shifted
-    adds of the zero-padded squares, which trains 1.2-2.5x faster on a CPU than torch's 3-d average pooling.
+    adds of the zero-padded squares, cheaper on a CPU than the 3-d average pooling torch uses.
     """
 
     def __init__(self, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 2.0, groups: int = 1) -> None:
