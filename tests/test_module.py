@@ -77,3 +77,28 @@ def test_compile_trains_like_eager_and_keeps_checkpoint_names() -> None:
     reloaded.load_state_dict(compiled.state_dict())
     x = next(iter(batches(1)))[0]
     torch.testing.assert_close(reloaded(x), eager(x), atol=1e-5, rtol=1e-4)
+
+
+def test_a_compiled_net_still_shows_what_its_lrn_divides_by() -> None:
+    """Hooks added after torch.compile traced a net never fire: the divisor monitor validates eagerly instead."""
+    from alexnet_lab.callbacks import ResponseNormMonitor
+    from alexnet_lab.models.layers import LRN
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), LRN(size=3, alpha=1.0, beta=0.75, k=1.0), nn.Flatten(),
+                        nn.Linear(8 * 10 * 10, 5))  # fmt: skip
+    trainer = L.Trainer(
+        accelerator="cpu", max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, num_sanity_val_steps=1, callbacks=[ResponseNormMonitor()],  # as alexnet-train
+    )  # fmt: skip
+    module = module_with(net, compile="aot_eager")
+    trainer.fit(module, train_dataloaders=batches(), val_dataloaders=batches(2))
+    assert module.net._compiled_call_impl is not None  # trained through torch.compile
+    median = float(trainer.callback_metrics["lrn/norm1/divisor_median"])
+    assert median > 1.0  # k^beta = 1: the sums of squares over the window count
+    assert torch.compiler.is_compiling() is False
+    # the compiled net is back in use after validation: a hook added now does not fire
+    fired: list[int] = []
+    module.net[2].register_forward_hook(lambda m, i, o: fired.append(1))
+    module.net(next(iter(batches(1)))[0])
+    assert fired == []

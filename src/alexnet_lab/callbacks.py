@@ -68,7 +68,8 @@ class ResponseNormMonitor(L.Callback):
 
     A divisor that stays at its floor k^beta for all activations is a constant, not a normalisation. Values come
     from an evenly strided sample of at most ``max_values`` divisors per layer (under DDP, the ranks' quantiles
-    are averaged).
+    are averaged). A compiled net (``compile``) validates eagerly while it is measured: hooks added to a module
+    after torch.compile traced it never fire.
     """
 
     def __init__(self, max_values: int = 2_000_000) -> None:
@@ -80,7 +81,10 @@ class ResponseNormMonitor(L.Callback):
         if trainer.sanity_checking:
             return
         per_batch = max(1, self.max_values // max(1, trainer.num_val_batches[0] if trainer.num_val_batches else 1))
-        for name, norm in response_norms(pl_module.net).items():
+        norms = response_norms(pl_module.net)
+        if norms:
+            torch.compiler.set_stance("force_eager")  # back to "default" at the epoch's end
+        for name, norm in norms.items():
             self.samples[name] = []
 
             def record(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: object, name: str = name) -> None:
@@ -90,6 +94,8 @@ class ResponseNormMonitor(L.Callback):
             self.handles.append(norm.register_forward_hook(record))
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.handles:
+            torch.compiler.set_stance("default")
         for handle in self.handles:
             handle.remove()
         self.handles.clear()
