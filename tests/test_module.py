@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import copy
 from functools import partial
+from pathlib import Path
 from types import SimpleNamespace
 
 import lightning as L
 import pytest
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -28,12 +30,12 @@ def batches(n: int = 3) -> DataLoader:
     return DataLoader(TensorDataset(images, labels), batch_size=6)
 
 
-def fit(module: Classifier, data: DataLoader) -> Classifier:
+def fit(module: Classifier, data: DataLoader, ckpt_path: Path | None = None) -> Classifier:
     trainer = L.Trainer(
         accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
         enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
     )  # fmt: skip
-    trainer.fit(module, train_dataloaders=data)
+    trainer.fit(module, train_dataloaders=data, ckpt_path=ckpt_path)
     return module
 
 
@@ -102,3 +104,50 @@ def test_a_compiled_net_still_shows_what_its_lrn_divides_by() -> None:
     module.net[2].register_forward_hook(lambda m, i, o: fired.append(1))
     module.net(next(iter(batches(1)))[0])
     assert fired == []
+
+
+def test_a_test_pass_measures_the_divisors_of_the_weights_it_tests() -> None:
+    """alexnet-eval's measure of whether LRN acts: test/lrn/<layer>/* over every test image, the weights as tested."""
+    from alexnet_lab.callbacks import ResponseNormMonitor
+    from alexnet_lab.models.layers import LRN
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), LRN(size=3, alpha=1.0, beta=0.75, k=1.0), nn.Flatten(),
+                        nn.Linear(8 * 10 * 10, 5))  # fmt: skip
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, callbacks=[ResponseNormMonitor()])
+    trainer.test(module_with(net), batches(2), verbose=False)
+    with torch.no_grad():
+        divisors = torch.cat([net[2].divisor(net[1](net[0](x))).flatten() for x, _ in batches(2)])
+    want = torch.quantile(divisors, torch.tensor([0.5, 0.99])).tolist()
+    got = [float(trainer.callback_metrics[f"test/lrn/norm1/divisor_{q}"]) for q in ("median", "p99")]
+    assert got == pytest.approx(want, rel=1e-6) and want[0] > 1.0  # all 9,600 divisors; k^beta = 1
+    assert not any(k.startswith("lrn/") for k in trainer.callback_metrics)  # validation's names stay validation's
+
+
+def test_an_epoch_resumed_mid_way_is_timed_from_the_resume(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Lightning starts no epoch when it resumes inside one (no on_train_epoch_start): its line still gets a time."""
+    mid = ModelCheckpoint(tmp_path, filename="mid", every_n_train_steps=2, save_top_k=-1)  # after 2 of 3 batches
+    L.Trainer(
+        accelerator="cpu", max_epochs=1, logger=False, callbacks=[mid], enable_progress_bar=False,
+        enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
+    ).fit(module_with(tiny_net()), train_dataloaders=batches())  # fmt: skip
+    caplog.set_level("INFO", logger="alexnet_lab.module")
+    fit(module_with(tiny_net()), batches(), ckpt_path=tmp_path / "mid.ckpt")
+    (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch 1/1:")]
+    assert not line.endswith("-0.0 s") and float(line.rsplit(", ", 1)[1].removesuffix(" s")) >= 0, line
+
+
+def test_the_divisor_sample_sees_every_column_of_a_feature_map() -> None:
+    """Half the divisors sampled (a stride of 2 would see only the even columns, where this input is 0)."""
+    from alexnet_lab.callbacks import ResponseNormMonitor
+    from alexnet_lab.models.layers import LRN
+
+    images = torch.zeros(6, 3, 12, 12)
+    images[..., 1::2] = 10.0  # even columns: divisor 1; odd: (1 + 300) ** 0.75 in the middle channel (1/6 of all)
+    net = nn.Sequential(LRN(size=3, alpha=1.0, beta=0.75, k=1.0), nn.Flatten(), nn.Linear(3 * 12 * 12, 5))
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False,
+                        callbacks=[ResponseNormMonitor(max_values=images.numel() // 2)])  # fmt: skip
+    trainer.test(
+        module_with(net), DataLoader(TensorDataset(images, torch.zeros(6, dtype=torch.long)), 6), verbose=False
+    )
+    assert float(trainer.callback_metrics["test/lrn/norm1/divisor_p99"]) == pytest.approx(301.0**0.75)

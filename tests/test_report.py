@@ -325,6 +325,32 @@ def test_small_budget_says_first_that_it_cannot_decide(tmp_path: Path) -> None:
     )
 
 
+def test_lrn_divisors_come_from_the_run_or_from_an_eval_of_its_final_weights(tmp_path: Path) -> None:
+    """Runs that logged no divisors show those of an alexnet-eval of their last.ckpt run into <job>/eval, if it
+    tested the final weights (same step count); a run's own validation figures come first."""
+    own = {"lrn/rnorm1/divisor_median": 1.1, "lrn/rnorm1/divisor_p99": 3.0}
+    jobs = [({"model.norm": "rnorm", "seed": 1}, {"test/top1_err": 20.0, **own}, 140),
+            *[({"model.norm": "rnorm", "seed": s}, {"test/top1_err": 20.0}, 140) for s in (2, 3)],
+            *[({"model.norm": "none", "seed": s}, {"test/top1_err": 20.5}, 140) for s in (1, 2, 3)]]  # fmt: skip
+    sweep = fake_sweep(tmp_path, {**LRN_CLAIM, "baseline": {"model.norm": "rnorm"}}, jobs)
+    for job in sweep.glob("*_seed-*"):
+        (job / "metrics.json").write_text(json.dumps({**json.loads((job / "metrics.json").read_text()), "steps": 500}))
+    for name, steps in (("1_model.norm-rnorm_seed-2", 500), ("2_model.norm-rnorm_seed-3", 200)):  # 200: other weights
+        (sweep / name / "eval").mkdir()
+        evaluated = {"status": "finished", "ckpt_path": f"/elsewhere/{name}/checkpoints/last.ckpt", "steps": steps,
+                     "final": {"test/lrn/rnorm1/divisor_median": 1.3, "test/lrn/rnorm1/divisor_p99": 2.0}}  # fmt: skip
+        (sweep / name / "eval" / "metrics.json").write_text(json.dumps(evaluated))
+    report = build_report(sweep)
+    assert [(j.seed, j.divisors, j.divisors_from.split(",")[0]) for j in report.rows[0].jobs] == [
+        (1, {"rnorm1": (1.1, 3.0)}, "the validation images after the last epoch"),
+        (2, {"rnorm1": (1.3, 2.0)}, "the test images"),
+        (3, {}, ""),
+    ]
+    markdown = to_markdown(report)
+    assert "- model.norm=rnorm: rnorm1 median 1.200, 99th percentile 2.500 (2 of 3 finished seeds, over " in markdown
+    assert "model.norm=none: rnorm" not in markdown  # no LRN layer, nothing measured
+
+
 ACTIVATION = {
     "name": "activation",
     "baseline": {"model.activation": "relu"},
@@ -571,3 +597,11 @@ def test_the_report_reads_job_dirs_as_data(tmp_path: Path) -> None:
     assert "`0_model-base_seed-1` (unreadable): metrics.json: TypeError: a JSON list, not an object" in markdown
     assert "`1_model-base_seed-2` (unreadable): metrics.json: JSONDecodeError" in markdown
     assert "9_linked" not in markdown
+
+
+def test_a_mean_curve_says_how_many_seeds_it_averages_at_each_epoch() -> None:
+    """While a seed is unfinished the curves' legend does not call its later epochs a mean of every seed."""
+    from alexnet_lab.report.render import seeds_per_epoch
+
+    assert seeds_per_epoch([2] * 28 + [1] * 112) == "2 seeds to epoch 28, 1 to epoch 140"
+    assert seeds_per_epoch([5] * 140) == "5 seeds" and seeds_per_epoch([1] * 3) == "1 seed"

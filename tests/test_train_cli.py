@@ -129,8 +129,16 @@ def test_eval_reproduces_the_train_time_test_metrics(trained: dict) -> None:
     assert f"run dir: {eval_dir}" in said and f"done: {eval_dir}" in said
     evaluated = json.loads((eval_dir / "metrics.json").read_text())
     assert evaluated["status"] == "finished" and evaluated["ckpt_path"] == ckpt
-    for key in ("test/loss", "test/top1_err", "test/top5_err"):
+    # the LRN divisors too: the same weights, test images and (seeded) sample of positions as the train-time test
+    for key in (
+        "test/loss",
+        "test/top1_err",
+        "test/top5_err",
+        "test/lrn/rnorm1/divisor_p99",
+        "test/lrn/rnorm2/divisor_median",
+    ):
         assert evaluated["final"][key] == pytest.approx(record["final"][key], abs=1e-5), key
+    assert evaluated["final"]["test/lrn/rnorm1/divisor_p99"] > 1.0
     assert evaluated["config"]["model"] == record["config"]["model"]
 
 

@@ -63,37 +63,54 @@ def response_norms(net: nn.Module) -> dict[str, ResponseNorm]:
 
 class ResponseNormMonitor(L.Callback):
     """Shows whether LRN does anything: the median and 99th percentile of each response normalisation's divisor
-    (what it divides its input by; at least k^beta) over the validation images, every epoch, logged as
-    ``lrn/<layer>/divisor_median`` and ``lrn/<layer>/divisor_p99`` (TensorBoard and metrics.json).
+    (what it divides its input by; at least k^beta) over the validation images every epoch, logged as
+    ``lrn/<layer>/divisor_median`` and ``lrn/<layer>/divisor_p99``, and over the images of a test pass as
+    ``test/lrn/<layer>/...`` (so ``alexnet-eval`` measures them for any checkpoint); TensorBoard and metrics.json.
 
     A divisor that stays at its floor k^beta for all activations is a constant, not a normalisation. Values come
-    from an evenly strided sample of at most ``max_values`` divisors per layer (under DDP, the ranks' quantiles
-    are averaged). A compiled net (``compile``) validates eagerly while it is measured: hooks added to a module
-    after torch.compile traced it never fire.
+    from a random sample (seeded) of at most ``max_values`` divisors per layer (under DDP, the ranks' quantiles
+    are averaged). A compiled net (``compile``) runs eagerly while it is measured: hooks added to a module after
+    torch.compile traced it never fire.
     """
 
     def __init__(self, max_values: int = 2_000_000) -> None:
         self.max_values = max_values
         self.samples: dict[str, list[torch.Tensor]] = {}
         self.handles: list[RemovableHandle] = []
+        self.draws = torch.Generator()
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking:
-            return
-        per_batch = max(1, self.max_values // max(1, trainer.num_val_batches[0] if trainer.num_val_batches else 1))
+        if not trainer.sanity_checking:
+            self._start(pl_module, trainer.num_val_batches)
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._finish(pl_module, "lrn")  # named before test passes were measured: the report reads these names
+
+    def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start(pl_module, trainer.num_test_batches)
+
+    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._finish(pl_module, "test/lrn")
+
+    def _start(self, pl_module: L.LightningModule, batches: list[int | float]) -> None:
+        per_batch = max(1, self.max_values // max(1, int(batches[0]) if batches else 1))
+        self.draws = torch.Generator().manual_seed(0)  # the same sample of positions for every pass
         norms = response_norms(pl_module.net)
         if norms:
-            torch.compiler.set_stance("force_eager")  # back to "default" at the epoch's end
+            torch.compiler.set_stance("force_eager")  # back to "default" at the pass's end
         for name, norm in norms.items():
             self.samples[name] = []
 
             def record(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: object, name: str = name) -> None:
                 divisor = module.divisor(inputs[0].detach()).flatten()
-                self.samples[name].append(divisor[:: max(1, divisor.numel() // per_batch)].float())
+                if divisor.numel() > per_batch:  # sampled at random: a fixed stride can fall in step with the
+                    picks = torch.randint(divisor.numel(), (per_batch,), generator=self.draws)  # maps' columns
+                    divisor = divisor[picks.to(divisor.device)]
+                self.samples[name].append(divisor.float())
 
             self.handles.append(norm.register_forward_hook(record))
 
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def _finish(self, pl_module: L.LightningModule, prefix: str) -> None:
         if self.handles:
             torch.compiler.set_stance("default")
         for handle in self.handles:
@@ -103,8 +120,8 @@ class ResponseNormMonitor(L.Callback):
             if parts:
                 values = torch.cat(parts)
                 median, p99 = torch.quantile(values, torch.tensor([0.5, 0.99], device=values.device)).tolist()
-                pl_module.log(f"lrn/{name}/divisor_median", median, sync_dist=True)
-                pl_module.log(f"lrn/{name}/divisor_p99", p99, sync_dist=True)
+                pl_module.log(f"{prefix}/{name}/divisor_median", median, sync_dist=True)
+                pl_module.log(f"{prefix}/{name}/divisor_p99", p99, sync_dist=True)
         self.samples.clear()
 
 

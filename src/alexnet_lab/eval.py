@@ -56,7 +56,10 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     cli.check_override_types(cfg)
     log.info("run dir: %s", run_dir)
     ckpt_path, ckpt, module, model_cfg, data_cfg = restore(cfg)
-    trainer = instantiate(cfg.trainer, logger=[instantiate(c) for c in cfg.logger.values() if c] or False)
+    callbacks = [build_node(cfg, f"callbacks.{k}") for k, c in (cfg.get("callbacks") or {}).items() if c]
+    trainer = build_node(
+        cfg, "trainer", callbacks=callbacks, logger=[instantiate(c) for c in cfg.logger.values() if c] or False
+    )
     start = time.perf_counter()
     datamodule = build_node(OmegaConf.create({"data": data_cfg}), "data")
     trainer.test(module, datamodule=datamodule, verbose=False)

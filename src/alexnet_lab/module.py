@@ -172,6 +172,10 @@ class Classifier(L.LightningModule):
                 f"(now {lr:g}) or set trainer.gradient_clip_val"
             )
 
+    def on_train_start(self) -> None:
+        # a run resumed mid-epoch gets no on_train_epoch_start for that epoch: its line times the part run here
+        self._epoch_start = time.perf_counter()
+
     def on_train_epoch_start(self) -> None:
         self._epoch_start = time.perf_counter()
 
@@ -196,7 +200,7 @@ class Classifier(L.LightningModule):
             float(train["train/loss"]),
             float(train["train/top1_err"]),
             shown,
-            time.perf_counter() - getattr(self, "_epoch_start", time.perf_counter()),
+            time.perf_counter() - self._epoch_start,
         )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

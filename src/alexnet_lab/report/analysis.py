@@ -42,6 +42,7 @@ class Row:
     stats: dict[str, tuple[float, float]] = field(default_factory=dict)  # metric -> (mean, std) over finished seeds
     diffs: dict[str, Interval] = field(default_factory=dict)  # metric -> variant - baseline
     lrn: dict[str, tuple[float, float]] = field(default_factory=dict)  # layer -> mean (median, p99) divisor
+    lrn_from: list[str] = field(default_factory=list)  # the passes they were measured over
     reference: dict[str, Any] | None = None  # the variant's own published figure, e.g. cuda-convnet's 18 %
     epochs: float | None = None  # mean epochs trained by the finished seeds
     seconds: float | None = None  # their mean wall time
@@ -302,14 +303,11 @@ def build_report(sweep: Path) -> Report:
                     statistics.fmean(values),
                     statistics.stdev(values) if len(values) > 1 else math.nan,
                 )
-        layers = sorted({k.split("/")[1] for j in row.finished for k in j.final if k.startswith("lrn/")})
-        for layer in layers:
-            medians = [
-                j.final[f"lrn/{layer}/divisor_median"] for j in row.finished if f"lrn/{layer}/divisor_median" in j.final
-            ]
-            p99s = [j.final[f"lrn/{layer}/divisor_p99"] for j in row.finished if f"lrn/{layer}/divisor_p99" in j.final]
-            if medians and p99s:
-                row.lrn[layer] = (statistics.fmean(medians), statistics.fmean(p99s))
+        measured = [j for j in row.finished if j.divisors]
+        for layer in sorted({layer for j in measured for layer in j.divisors}):
+            pairs = [j.divisors[layer] for j in measured if layer in j.divisors]
+            row.lrn[layer] = (statistics.fmean(m for m, _ in pairs), statistics.fmean(p for _, p in pairs))
+        row.lrn_from = sorted({j.divisors_from for j in measured})
         if row is not report.baseline:
             for metric in DIFFS:
                 ours, theirs = row.by_seed(metric), report.baseline.by_seed(metric)

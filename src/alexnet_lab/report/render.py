@@ -216,14 +216,16 @@ def to_markdown(report: Report) -> str:
             "## Does LRN act?",
             "",
             (
-                "What each response normalisation divides its input by, over the validation images after the last "
-                "epoch (mean over seeds; 1.00 = does nothing, for k = 1 layers):"
+                "What each response normalisation divides its input by (mean over the seeds measured; its floor is "
+                "k^beta, 1.00 for k = 1 layers: a divisor there does nothing):"
             ),
             "",
         ]
         for row in lrn_rows:
             layers = ", ".join(f"{layer} median {m:.3f}, 99th percentile {p:.3f}" for layer, (m, p) in row.lrn.items())
-            lines.append(f"- {text(row.label)}: {text(layers)}")
+            measured = sum(1 for j in row.finished if j.divisors)
+            over = f"{measured} of {len(row.finished)} finished seeds, over {'; '.join(row.lrn_from)}"
+            lines.append(f"- {text(row.label)}: {text(layers)} ({text(over)})")
     if report.claims:
         lines += ["", "## The claims beside this sweep", ""]
         for claim in report.claims:
@@ -455,6 +457,15 @@ def curve_metric(report: Report) -> str:
     return report.ablation.get("curve", "val/top1_err")
 
 
+def seeds_per_epoch(counts: list[int]) -> str:
+    """How many seeds a mean curve averages, epoch by epoch: "3 seeds", or, while some runs are unfinished,
+    "2 seeds to epoch 28, 1 to epoch 140"."""
+    ends = [e for e in range(1, len(counts) + 1) if e == len(counts) or counts[e] != counts[e - 1]]
+    if len(ends) == 1:
+        return f"{counts[0]} seed{'s' if counts[0] > 1 else ''}"
+    return ", ".join(f"{counts[e - 1]}{' seeds' if i == 0 else ''} to epoch {e}" for i, e in enumerate(ends))
+
+
 def write_curves(report: Report, path: Path) -> None:
     """``curve_metric`` per epoch: one line per variant (mean over its seeds), shaded from the lowest to the highest."""
     from matplotlib.figure import Figure
@@ -470,7 +481,7 @@ def write_curves(report: Report, path: Path) -> None:
         epochs = list(range(1, length + 1))
         columns = [[c[e] for c in curves if e < len(c)] for e in range(length)]
         means = [statistics.fmean(col) for col in columns]
-        legend = f"{label(row.label)}: mean of {len(curves)} seed{'s' if len(curves) > 1 else ''}"
+        legend = f"{label(row.label)}: mean of {seeds_per_epoch([len(col) for col in columns])}"
         (line,) = ax.plot(epochs, means, label=legend + (", shaded: their range" if len(curves) > 1 else ""))
         ax.fill_between(epochs, [min(c) for c in columns], [max(c) for c in columns], color=line.get_color(), alpha=0.2)
     mark = report.ablation.get("milestone")

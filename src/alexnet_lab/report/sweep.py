@@ -50,6 +50,8 @@ class Job:
     val_split: str | None = None  # what its val/* metrics were measured on (metrics.json's data.val_split)
     milestone_resolution: float = 0.0  # epochs within which its milestone crossing is known (one batch, or window)
     subset: dict[str, Any] = field(default_factory=dict)  # trainer limits that made it see part of its data (debug)
+    divisors: dict[str, tuple[float, float]] = field(default_factory=dict)  # LRN layer -> (median, p99) divisor
+    divisors_from: str = ""  # the pass they were measured over
 
     def curve(self, metric: str) -> list[float]:
         """``metric`` per epoch from the job's TensorBoard events (empty if it logged none)."""
@@ -149,6 +151,42 @@ def _milestone_resolution(record: dict[str, Any], config: dict[str, Any]) -> flo
     return 0.0
 
 
+# where `alexnet-eval ckpt_path=<job>/checkpoints/last.ckpt hydra.run.dir=<job>/eval` writes its record
+EVALUATED = "eval/metrics.json"
+
+
+def _divisors(path: Path, record: dict[str, Any]) -> tuple[dict[str, tuple[float, float]], str]:
+    """What each response normalisation of a finished job divided by, (median, 99th percentile) per layer, and over
+    which pass: its validation after the last epoch (``lrn/*``), else its test pass (``test/lrn/*``), else an
+    ``alexnet-eval`` of its final weights run into ``<job>/eval`` (for runs that logged none). Nothing if none of
+    them has both figures of a layer, or the eval record is a link, unreadable or of other weights."""
+    sources = [(record.get("final", {}), "lrn/", "the validation images after the last epoch"),
+               (record.get("final", {}), "test/lrn/", "the test images, the weights tested")]  # fmt: skip
+    evaluated = path / EVALUATED
+    if record.get("status") == "finished" and evaluated.is_file() and not evaluated.parent.is_symlink():
+        try:
+            other = json.loads(evaluated.read_text()) if not evaluated.is_symlink() else {}
+            same_weights = (
+                isinstance(other, dict) and other.get("status") == "finished" and not other.get("subset")
+                and record.get("steps") is not None and other.get("steps") == record.get("steps")
+                and Path(str(other.get("ckpt_path"))).parts[-2:] == ("checkpoints", "last.ckpt")
+            )  # fmt: skip
+            if same_weights and isinstance(other.get("final"), dict):
+                sources.append((other["final"], "test/lrn/", "the test images, its final weights (alexnet-eval)"))
+        except (OSError, ValueError) as err:
+            log.warning("%s is unreadable (%s); its LRN divisors are not shown", evaluated, err)
+    for final, prefix, source in sources:
+        layers = {k.removeprefix(prefix).split("/")[0] for k in final if k.startswith(prefix)}
+        found = {
+            layer: (final[f"{prefix}{layer}/divisor_median"], final[f"{prefix}{layer}/divisor_p99"])
+            for layer in sorted(layers)
+            if all(_number(final.get(f"{prefix}{layer}/divisor_{q}")) is not None for q in ("median", "p99"))
+        }
+        if found:
+            return found, source
+    return {}, ""
+
+
 def _read_job(path: Path) -> Job:
     """One job dir as far as it can be read; a file that is not what alexnet-train writes makes the job
     ``unreadable`` (its row says which file), never the whole report fail."""
@@ -181,6 +219,7 @@ def _read_job(path: Path) -> Job:
         seed = record.get("seed", overrides.get("seed"))
         summary = record.get("config") if isinstance(record.get("config"), dict) else {}
         trainer = summary.get("trainer") if isinstance(summary.get("trainer"), dict) else {}
+        divisors, divisors_from = _divisors(path, record)
         return Job(
             path=path,
             overrides=overrides,
@@ -199,6 +238,8 @@ def _read_job(path: Path) -> Job:
             subset={str(k): v for k, v in record["subset"].items() if isinstance(v, (bool, int, float, str))}
             if isinstance(record.get("subset"), dict)
             else {},
+            divisors=divisors,
+            divisors_from=divisors_from,
         )
     except BAD_FILE as err:
         return Job(path, overrides, "unreadable", error=f"metrics.json: {type(err).__name__}: {err}", config=config)
