@@ -334,10 +334,12 @@ def test_lrn_divisors_come_from_the_run_or_from_an_eval_of_its_final_weights(tmp
             *[({"model.norm": "none", "seed": s}, {"test/top1_err": 20.5}, 140) for s in (1, 2, 3)]]  # fmt: skip
     sweep = fake_sweep(tmp_path, {**LRN_CLAIM, "baseline": {"model.norm": "rnorm"}}, jobs)
     for job in sweep.glob("*_seed-*"):
-        (job / "metrics.json").write_text(json.dumps({**json.loads((job / "metrics.json").read_text()), "steps": 500}))
+        record = {**json.loads((job / "metrics.json").read_text()), "steps": 500, "config": {"model": {"norm": "x"}}}
+        (job / "metrics.json").write_text(json.dumps(record))
     for name, steps in (("1_model.norm-rnorm_seed-2", 500), ("2_model.norm-rnorm_seed-3", 200)):  # 200: other weights
         (sweep / name / "eval").mkdir()
         evaluated = {"status": "finished", "ckpt_path": f"/elsewhere/{name}/checkpoints/last.ckpt", "steps": steps,
+                     "config": {"model": {"norm": "x"}, "data": {}},
                      "final": {"test/lrn/rnorm1/divisor_median": 1.3, "test/lrn/rnorm1/divisor_p99": 2.0}}  # fmt: skip
         (sweep / name / "eval" / "metrics.json").write_text(json.dumps(evaluated))
     report = build_report(sweep)

@@ -400,7 +400,7 @@ def test_an_interpolation_anywhere_in_a_checkpoints_config_is_refused(trained: d
     assert not made.exists()
 
 
-@pytest.mark.parametrize("name", ["train.log", "checkpoints"])
+@pytest.mark.parametrize("name", ["train.log", "checkpoints", "hparams.yaml"])
 def test_a_run_dir_with_a_link_where_the_run_writes_is_refused(trained: dict, name: str) -> None:
     run = copy_run(trained, f"linked-{name}")
     target = trained["tmp"] / f"outside-{name}"
@@ -464,6 +464,58 @@ def test_the_report_resolves_nothing_and_follows_no_link_inside_a_job(tmp_path: 
     assert "SECRET" not in everything
     assert "metrics.json is a link (it could lead anywhere); not read" in markdown
     assert "model.norm=rnorm (baseline)" in markdown  # the variants inferred from the jobs, not the planted params
+
+
+def test_hostile_eval_records_in_a_job_cost_only_their_divisors(tmp_path: Path) -> None:
+    """<job>/eval/metrics.json is read for LRN divisors only: a link, a folder, deep nesting, absurd or NaN numbers,
+    or the record of another job's weights show no divisors and leave the job's own results in the report."""
+    from test_report import LRN_CLAIM, fake_sweep
+
+    from alexnet_lab.report import build_report, to_markdown
+
+    jobs = [({"model.norm": "rnorm", "seed": s}, {"test/top1_err": 20.0 + s}, 140) for s in range(1, 8)]
+    jobs += [({"model.norm": "none", "seed": s}, {"test/top1_err": 20.5 + s}, 140) for s in range(1, 8)]
+    sweep = fake_sweep(tmp_path / "s", {**LRN_CLAIM, "baseline": {"model.norm": "rnorm"}}, jobs)
+
+    def record(job: str, median: object, p99: object = 2.0) -> str:
+        return json.dumps({"status": "finished", "steps": 500, "config": {}, "ckpt_path": f"x/{job}/checkpoints/last.ckpt",
+                           "final": {"test/lrn/rnorm1/divisor_median": median, "test/lrn/rnorm1/divisor_p99": p99}})  # fmt: skip
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    planted = {
+        1: None,  # eval/ a link to a folder with a valid record
+        2: "[" * 100_000 + "]" * 100_000,  # deep nesting
+        3: record("1_model.norm-rnorm_seed-2", 1.5),  # another job's weights
+        4: record("JOB", 10**400),
+        5: record("JOB", float("nan"), 1e308),
+        6: record("JOB", 1.5).replace('"final": {', '"final": [{').replace("}}", "}]}"),  # final not a dict
+    }
+    for seed in range(1, 8):
+        job = next(sweep.glob(f"*_model.norm-rnorm_seed-{seed}"))
+        (job / "metrics.json").write_text(json.dumps({**json.loads((job / "metrics.json").read_text()), "steps": 500}))
+        if seed == 1:
+            (outside / "metrics.json").write_text(record(job.name, 9.0))
+            (job / "eval").symlink_to(outside)
+        elif seed == 7:
+            (job / "eval" / "metrics.json").mkdir(parents=True)  # a folder where the record goes
+        else:
+            (job / "eval").mkdir()
+            (job / "eval" / "metrics.json").write_text(planted[seed].replace("JOB", job.name))
+    report = build_report(sweep)
+    assert [j.status for j in report.rows[0].jobs] == ["finished"] * 7
+    assert all(j.divisors == {} for j in report.rows[0].jobs)
+    markdown = to_markdown(report)
+    assert "Does LRN act?" not in markdown and "unreadable" not in markdown
+    first = next(sweep.glob("*_model.norm-rnorm_seed-1"))
+    (first / "eval").unlink()
+    shutil.copytree(outside, first / "eval")  # the same record, in place: read
+    assert build_report(sweep).rows[0].jobs[0].divisors == {"rnorm1": (9.0, 2.0)}
+    # the same numbers in a job's own record make that job unreadable, not the report fail
+    own = next(sweep.glob("*_model.norm-none_seed-1")) / "metrics.json"
+    own.write_text(json.dumps({**json.loads(own.read_text()), "final": {"test/top1_err": 10**400}}))
+    (row_none,) = [r for r in build_report(sweep).rows if r.label == "model.norm=none"]
+    assert row_none.jobs[0].status == "unreadable"
 
 
 def test_crafted_text_is_escaped_in_the_report_and_the_scorecard(tmp_path: Path) -> None:

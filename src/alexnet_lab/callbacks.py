@@ -3,6 +3,7 @@ stop at a training-error milestone (the paper's Figure 1)."""
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -77,7 +78,7 @@ class ResponseNormMonitor(L.Callback):
         self.max_values = max_values
         self.samples: dict[str, list[torch.Tensor]] = {}
         self.handles: list[RemovableHandle] = []
-        self.draws = torch.Generator()
+        self.shares: dict[str, float] = {}  # per layer: the fraction of each batch's divisors kept, in this pass
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.sanity_checking:
@@ -92,9 +93,14 @@ class ResponseNormMonitor(L.Callback):
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._finish(pl_module, "test/lrn")
 
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self._release()  # a pass that raised leaves no hooks behind and the compiled net in use
+
     def _start(self, pl_module: L.LightningModule, batches: list[int | float]) -> None:
-        per_batch = max(1, self.max_values // max(1, int(batches[0]) if batches else 1))
-        self.draws = torch.Generator().manual_seed(0)  # the same sample of positions for every pass
+        known = batches and math.isfinite(batches[0]) and batches[0] >= 1  # a loader without a length: inf
+        budget = max(1, self.max_values // (int(batches[0]) if known else 1))  # values per batch, of the first
+        draws = torch.Generator(pl_module.device).manual_seed(0)  # on the device: no host sync per batch
+        self.shares.clear()
         norms = response_norms(pl_module.net)
         if norms:
             torch.compiler.set_stance("force_eager")  # back to "default" at the pass's end
@@ -103,19 +109,23 @@ class ResponseNormMonitor(L.Callback):
 
             def record(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: object, name: str = name) -> None:
                 divisor = module.divisor(inputs[0].detach()).flatten()
-                if divisor.numel() > per_batch:  # sampled at random: a fixed stride can fall in step with the
-                    picks = torch.randint(divisor.numel(), (per_batch,), generator=self.draws)  # maps' columns
-                    divisor = divisor[picks.to(divisor.device)]
+                share = self.shares.setdefault(name, min(1.0, budget / divisor.numel()))  # set by the first batch
+                if share < 1.0:  # at random: a fixed stride can fall in step with the maps' columns
+                    count = max(1, round(share * divisor.numel()))  # a smaller last batch: fewer
+                    divisor = divisor[torch.randint(divisor.numel(), (count,), generator=draws, device=divisor.device)]
                 self.samples[name].append(divisor.float())
 
             self.handles.append(norm.register_forward_hook(record))
 
-    def _finish(self, pl_module: L.LightningModule, prefix: str) -> None:
+    def _release(self) -> None:
         if self.handles:
             torch.compiler.set_stance("default")
         for handle in self.handles:
             handle.remove()
         self.handles.clear()
+
+    def _finish(self, pl_module: L.LightningModule, prefix: str) -> None:
+        self._release()
         for name, parts in self.samples.items():
             if parts:
                 values = torch.cat(parts)

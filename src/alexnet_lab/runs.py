@@ -139,6 +139,7 @@ LINKLESS = (
     "eval.log",
     "predict.log",
     ".lock",
+    "hparams.yaml",  # TensorBoardLogger's, written through a link at its name
 )  # written in a run dir
 
 

@@ -216,8 +216,8 @@ def to_markdown(report: Report) -> str:
             "## Does LRN act?",
             "",
             (
-                "What each response normalisation divides its input by (mean over the seeds measured; its floor is "
-                "k^beta, 1.00 for k = 1 layers: a divisor there does nothing):"
+                "What each response normalisation divides its input by (mean over the seeds measured; a divisor at "
+                "its floor k^beta, 1.00 for k = 1 layers, does nothing):"
             ),
             "",
         ]

@@ -16,19 +16,25 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from alexnet_lab import conf
+from alexnet_lab.files import read_record
 
 MILESTONE = "milestone/epochs"
 log = logging.getLogger(__name__)
 # what reading a file that alexnet-train did not write can raise
-BAD_FILE = (OSError, ValueError, TypeError, AttributeError, KeyError, RecursionError, yaml.YAMLError,
-            OmegaConfBaseException)  # fmt: skip
+BAD_FILE = (OSError, ValueError, TypeError, AttributeError, KeyError, RecursionError, ArithmeticError,
+            yaml.YAMLError, OmegaConfBaseException)  # fmt: skip
 FILES = (".hydra/overrides.yaml", ".hydra/config.yaml", ".hydra/hydra.yaml", "metrics.json")  # what a job dir gives
 
 
 def _number(value: Any) -> float | None:
-    """A finite number, or None (a file from elsewhere may hold anything)."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    return value if ok else None
+    """A finite number of a size a run could write, or None (a file from elsewhere may hold anything: a 400-digit
+    integer, or 1e308s whose mean overflows)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return None
+    try:
+        return value if math.isfinite(value) and abs(value) < 1e15 else None
+    except OverflowError:
+        return None
 
 
 @dataclass
@@ -163,18 +169,20 @@ def _divisors(path: Path, record: dict[str, Any]) -> tuple[dict[str, tuple[float
     sources = [(record.get("final", {}), "lrn/", "the validation images after the last epoch"),
                (record.get("final", {}), "test/lrn/", "the test images, the weights tested")]  # fmt: skip
     evaluated = path / EVALUATED
-    if record.get("status") == "finished" and evaluated.is_file() and not evaluated.parent.is_symlink():
-        try:
-            other = json.loads(evaluated.read_text()) if not evaluated.is_symlink() else {}
-            same_weights = (
-                isinstance(other, dict) and other.get("status") == "finished" and not other.get("subset")
-                and record.get("steps") is not None and other.get("steps") == record.get("steps")
-                and Path(str(other.get("ckpt_path"))).parts[-2:] == ("checkpoints", "last.ckpt")
-            )  # fmt: skip
-            if same_weights and isinstance(other.get("final"), dict):
-                sources.append((other["final"], "test/lrn/", "the test images, its final weights (alexnet-eval)"))
-        except (OSError, ValueError) as err:
-            log.warning("%s is unreadable (%s); its LRN divisors are not shown", evaluated, err)
+    try:
+        other = None if evaluated.parent.is_symlink() else read_record(evaluated)  # None: none, a link, not JSON
+        summary = record.get("config") if isinstance(record.get("config"), dict) else {}
+        same_weights = (
+            other is not None and record.get("status") == "finished" and other.get("status") == "finished"
+            and not other.get("subset") and record.get("steps") is not None
+            and other.get("steps") == record.get("steps")
+            and Path(str(other.get("ckpt_path"))).parts[-3:] == (path.name, "checkpoints", "last.ckpt")
+            and isinstance(other.get("config"), dict) and other["config"].get("model") == summary.get("model")
+        )  # fmt: skip
+        if same_weights and isinstance(other.get("final"), dict):
+            sources.append((other["final"], "test/lrn/", "the test images, its final weights (alexnet-eval)"))
+    except BAD_FILE as err:
+        log.warning("%s is unreadable (%s); its LRN divisors are not shown", evaluated, err)
     for final, prefix, source in sources:
         layers = {k.removeprefix(prefix).split("/")[0] for k in final if k.startswith(prefix)}
         found = {
