@@ -607,3 +607,20 @@ def test_a_mean_curve_says_how_many_seeds_it_averages_at_each_epoch() -> None:
 
     assert seeds_per_epoch([2] * 28 + [1] * 112) == "2 seeds to epoch 28, 1 to epoch 140"
     assert seeds_per_epoch([5] * 140) == "5 seeds" and seeds_per_epoch([1] * 3) == "1 seed"
+
+
+def test_the_report_lists_each_seeds_pair(tmp_path: Path) -> None:
+    """Behind every mean and interval: each finished run's errors by seed, and the paired difference."""
+    jobs = [({"model.norm": "rnorm", "seed": s}, {"test/top1_err": e, "test/top5_err": 1.0}, 140)
+            for s, e in ((1, 19.83), (2, 20.1), (3, 20.0))]  # fmt: skip
+    jobs += [({"model.norm": "none", "seed": s}, {"test/top1_err": e, "test/top5_err": 1.5}, 140)
+             for s, e in ((1, 19.43), (2, 20.6))]  # fmt: skip
+    markdown = to_markdown(build_report(fake_sweep(tmp_path, {**LRN_CLAIM, "baseline": {"model.norm": "rnorm"}}, jobs)))
+    table = markdown[markdown.index("| seed |") :].split("\n\n")[0].splitlines()
+    assert table == [
+        "| seed | model.norm=rnorm | model.norm=none |",
+        "|---|---|---|",
+        "| 1 | 19.83 / 1.00 | 19.43 / 1.50 (Δ -0.40) |",
+        "| 2 | 20.10 / 1.00 | 20.60 / 1.50 (Δ +0.50) |",
+        "| 3 | 20.00 / 1.00 | - |",
+    ]

@@ -124,6 +124,29 @@ def val_is_test(report: Report) -> bool:
     return bool(splits) and all(v.startswith("test split") for v in splits)
 
 
+def _per_seed(report: Report) -> list[str]:
+    """Each finished run's test top-1 / top-5 error by seed, a column per variant, and each variant's Δ top-1 against
+    the baseline run of the same seed: the pairs behind the table's means and intervals."""
+    rows = [row for row in report.rows if row.by_seed("test/top1_err")]
+    if not rows or report.tuning:
+        return []
+    seeds = sorted({s for row in rows for s in row.by_seed("test/top1_err")}, key=lambda s: (isinstance(s, str), s))
+    base = report.baseline.by_seed("test/top1_err") if report.baseline and report.ablation else {}
+    lines = ["", "Per seed, test top-1 / top-5 error (%) of each finished run (Δ top-1: minus the baseline's run of "
+             "the same seed):" if base else "Per seed, test top-1 / top-5 error (%) of each finished run:", "",
+             "| seed | " + " | ".join(text(row.label) for row in rows) + " |", "|" + "---|" * (len(rows) + 1)]  # fmt: skip
+    for seed in seeds:
+        cells = []
+        for row in rows:
+            top1, top5 = row.by_seed("test/top1_err").get(seed), row.by_seed("test/top5_err").get(seed)
+            cell = "-" if top1 is None else f"{top1:.2f}" + ("" if top5 is None else f" / {top5:.2f}")
+            if top1 is not None and row is not report.baseline and seed in base:
+                cell += f" (Δ {top1 - base[seed]:+.2f})"
+            cells.append(cell)
+        lines.append(f"| {text(seed)} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def to_markdown(report: Report) -> str:
     name = text(report.ablation.get("name", report.sweep.name))
     base = text(report.baseline.label) if report.baseline else "-"
@@ -194,6 +217,7 @@ def to_markdown(report: Report) -> str:
     if references:
         lines += ["", ("Published figures are single runs on the original CIFAR-10; this copy is a JPEG re-encoding "
                   "(quality about 75), so absolute errors are expected a little higher; differences are comparable.")]  # fmt: skip
+    lines += _per_seed(report)
     if report.tuning:
         tune = ", ".join(f"`{k}`" for k in report.ablation["tune"])
         seeds = ", ".join(report.selection_seeds) or "none"
