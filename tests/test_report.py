@@ -326,30 +326,32 @@ def test_small_budget_says_first_that_it_cannot_decide(tmp_path: Path) -> None:
 
 
 def test_lrn_divisors_come_from_the_run_or_from_an_eval_of_its_final_weights(tmp_path: Path) -> None:
-    """Runs that logged no divisors show those of an alexnet-eval of their last.ckpt run into <job>/eval, if it
-    tested the final weights (same step count); a run's own validation figures come first."""
+    """A job's divisors come from an alexnet-eval of its last.ckpt run into <job>/eval, if it tested the final
+    weights (same step count), else from the run's own validation figures."""
     own = {"lrn/rnorm1/divisor_median": 1.1, "lrn/rnorm1/divisor_p99": 3.0}
-    jobs = [({"model.norm": "rnorm", "seed": 1}, {"test/top1_err": 20.0, **own}, 140),
+    jobs = [*[({"model.norm": "rnorm", "seed": s}, {"test/top1_err": 20.0, **own}, 140) for s in (1, 4)],
             *[({"model.norm": "rnorm", "seed": s}, {"test/top1_err": 20.0}, 140) for s in (2, 3)],
-            *[({"model.norm": "none", "seed": s}, {"test/top1_err": 20.5}, 140) for s in (1, 2, 3)]]  # fmt: skip
+            *[({"model.norm": "none", "seed": s}, {"test/top1_err": 20.5}, 140) for s in (1, 2, 3, 4)]]  # fmt: skip
     sweep = fake_sweep(tmp_path, {**LRN_CLAIM, "baseline": {"model.norm": "rnorm"}}, jobs)
     for job in sweep.glob("*_seed-*"):
         record = {**json.loads((job / "metrics.json").read_text()), "steps": 500, "config": {"model": {"norm": "x"}}}
         (job / "metrics.json").write_text(json.dumps(record))
-    for name, steps in (("1_model.norm-rnorm_seed-2", 500), ("2_model.norm-rnorm_seed-3", 200)):  # 200: other weights
+    for seed, steps in ((1, 500), (2, 500), (3, 200)):  # 200: other weights
+        name = next(sweep.glob(f"*_model.norm-rnorm_seed-{seed}")).name
         (sweep / name / "eval").mkdir()
         evaluated = {"status": "finished", "ckpt_path": f"/elsewhere/{name}/checkpoints/last.ckpt", "steps": steps,
                      "config": {"model": {"norm": "x"}, "data": {}},
                      "final": {"test/lrn/rnorm1/divisor_median": 1.3, "test/lrn/rnorm1/divisor_p99": 2.0}}  # fmt: skip
         (sweep / name / "eval" / "metrics.json").write_text(json.dumps(evaluated))
     report = build_report(sweep)
-    assert [(j.seed, j.divisors, j.divisors_from.split(",")[0]) for j in report.rows[0].jobs] == [
-        (1, {"rnorm1": (1.1, 3.0)}, "the validation images after the last epoch"),
+    assert sorted((j.seed, j.divisors, j.divisors_from.split(",")[0]) for j in report.rows[0].jobs) == [
+        (1, {"rnorm1": (1.3, 2.0)}, "the test images"),  # measured on purpose: before the run's own figures
         (2, {"rnorm1": (1.3, 2.0)}, "the test images"),
         (3, {}, ""),
+        (4, {"rnorm1": (1.1, 3.0)}, "the validation images after the last epoch"),
     ]
     markdown = to_markdown(report)
-    assert "- model.norm=rnorm: rnorm1 median 1.200, 99th percentile 2.500 (2 of 3 finished seeds, over " in markdown
+    assert "- model.norm=rnorm: rnorm1 median 1.233, 99th percentile 2.333 (3 of 4 finished seeds, over " in markdown
     assert "model.norm=none: rnorm" not in markdown  # no LRN layer, nothing measured
 
 

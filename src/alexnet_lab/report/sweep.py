@@ -163,11 +163,11 @@ EVALUATED = "eval/metrics.json"
 
 def _divisors(path: Path, record: dict[str, Any]) -> tuple[dict[str, tuple[float, float]], str]:
     """What each response normalisation of a finished job divided by, (median, 99th percentile) per layer, and over
-    which pass: its validation after the last epoch (``lrn/*``), else its test pass (``test/lrn/*``), else an
-    ``alexnet-eval`` of its final weights run into ``<job>/eval`` (for runs that logged none). Nothing if none of
-    them has both figures of a layer, or the eval record is a link, unreadable or of other weights."""
-    sources = [(record.get("final", {}), "lrn/", "the validation images after the last epoch"),
-               (record.get("final", {}), "test/lrn/", "the test images, the weights tested")]  # fmt: skip
+    which pass: an ``alexnet-eval`` of its final weights run into ``<job>/eval`` (measured on purpose, and by today's
+    monitor: runs made before 2026-12-02 logged none under compile, or a fixed-stride sample), else its validation
+    after the last epoch (``lrn/*``), else its test pass (``test/lrn/*``). Nothing if none of them has both figures
+    of a layer; an eval record that is a link, unreadable or of other weights is passed over."""
+    sources = []
     evaluated = path / EVALUATED
     try:
         other = None if evaluated.parent.is_symlink() else read_record(evaluated)  # None: none, a link, not JSON
@@ -183,6 +183,8 @@ def _divisors(path: Path, record: dict[str, Any]) -> tuple[dict[str, tuple[float
             sources.append((other["final"], "test/lrn/", "the test images, its final weights (alexnet-eval)"))
     except BAD_FILE as err:
         log.warning("%s is unreadable (%s); its LRN divisors are not shown", evaluated, err)
+    sources += [(record.get("final", {}), "lrn/", "the validation images after the last epoch"),
+                (record.get("final", {}), "test/lrn/", "the test images, the weights tested")]  # fmt: skip
     for final, prefix, source in sources:
         layers = {k.removeprefix(prefix).split("/")[0] for k in final if k.startswith(prefix)}
         found = {
