@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 import os
@@ -303,6 +304,29 @@ def test_the_projects_own_claims_are_used_and_old_sweeps_still_read(tmp_path: Pa
     assert (check.claim.value, check.claim.tolerance, check.claim.source) == (1.0, 0.0, "not recorded")
 
 
+def test_val_columns_are_shown_only_when_val_is_another_split(tmp_path: Path) -> None:
+    """With data.val_size=0 the runs' val/* is the test split again (cuda-convnet's protocol): the same figures, so
+    the table shows them once and says why; a held-out split keeps its own columns."""
+    jobs = [({"model": m, "seed": s}, {"test/top1_err": 20.0 + s + (m == "none"), "test/top5_err": 1.0,
+                                        "val/top1_err": 30.0 + s, "val/top5_err": 2.0}, 140)
+            for m in ("base", "none") for s in (1, 2)]  # fmt: skip
+    held_out = to_markdown(build_report(fake_sweep(tmp_path / "held", LRN_CLAIM, jobs)))
+    assert (
+        "| variant | finished / started | test top-1 | test top-5 | val top-1 | val top-5 | Δ test top-1 |" in held_out
+    )
+    assert "| model=base (baseline) | 2 / 2 | 21.50 ± 0.71 | 1.00 ± 0.00 | 31.50 ± 0.71 | 2.00 ± 0.00 | - |" in held_out
+    sweep = fake_sweep(tmp_path / "test", LRN_CLAIM, jobs)
+    for record_file in sweep.glob("*/metrics.json"):
+        record = json.loads(record_file.read_text())
+        record["data"]["val_split"] = "test split (data.val_size=0)"
+        record_file.write_text(json.dumps(record))
+    once = to_markdown(build_report(sweep))
+    assert "| variant | finished / started | test top-1 | test top-5 | Δ test top-1 | Δ test top-5 |" in once
+    assert "| model=base (baseline) | 2 / 2 | 21.50 ± 0.71 | 1.00 ± 0.00 | - | - | 140.0 |" in once
+    assert "on the test split (one view; val/* measures the same split: every training image trains" in once
+    assert "val top-1" not in once
+
+
 def test_small_budget_says_first_that_it_cannot_decide(tmp_path: Path) -> None:
     jobs = [
         ({"model": m, "seed": s}, {"test/top1_err": 40.0 + s + (m == "none")}, 3)
@@ -325,33 +349,44 @@ def test_small_budget_says_first_that_it_cannot_decide(tmp_path: Path) -> None:
     )
 
 
+def sha256_text(text: str) -> str:
+    """The digest alexnet-eval records of a checkpoint file holding ``text``."""
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def test_lrn_divisors_come_from_the_run_or_from_an_eval_of_its_final_weights(tmp_path: Path) -> None:
-    """A job's divisors come from an alexnet-eval of its last.ckpt run into <job>/eval, if it tested the final
-    weights (same step count), else from the run's own validation figures."""
+    """A job's divisors come from an alexnet-eval run into <job>/eval if it tested the bytes of the job's last.ckpt
+    as they are now, else from the run's own validation figures: an eval of other weights, one that names no digest
+    (made before 2026-12-02), one whose job trained on since, or one beside a last.ckpt that is a link is not used."""
     own = {"lrn/rnorm1/divisor_median": 1.1, "lrn/rnorm1/divisor_p99": 3.0}
-    jobs = [*[({"model.norm": "rnorm", "seed": s}, {"test/top1_err": 20.0, **own}, 140) for s in (1, 4)],
-            *[({"model.norm": "rnorm", "seed": s}, {"test/top1_err": 20.0}, 140) for s in (2, 3)],
-            *[({"model.norm": "none", "seed": s}, {"test/top1_err": 20.5}, 140) for s in (1, 2, 3, 4)]]  # fmt: skip
+    jobs = [*[({"model.norm": "rnorm", "seed": s}, {"test/top1_err": 20.0, **own}, 140) for s in (1, 4, 6)],
+            *[({"model.norm": "rnorm", "seed": s}, {"test/top1_err": 20.0}, 140) for s in (2, 3, 5)],
+            *[({"model.norm": "none", "seed": s}, {"test/top1_err": 20.5}, 140) for s in range(1, 7)]]  # fmt: skip
     sweep = fake_sweep(tmp_path, {**LRN_CLAIM, "baseline": {"model.norm": "rnorm"}}, jobs)
-    for job in sweep.glob("*_seed-*"):
-        record = {**json.loads((job / "metrics.json").read_text()), "steps": 500, "config": {"model": {"norm": "x"}}}
-        (job / "metrics.json").write_text(json.dumps(record))
-    for seed, steps in ((1, 500), (2, 500), (3, 200)):  # 200: other weights
-        name = next(sweep.glob(f"*_model.norm-rnorm_seed-{seed}")).name
-        (sweep / name / "eval").mkdir()
-        evaluated = {"status": "finished", "ckpt_path": f"/elsewhere/{name}/checkpoints/last.ckpt", "steps": steps,
-                     "config": {"model": {"norm": "x"}, "data": {}},
+    for seed in range(1, 7):
+        job = next(sweep.glob(f"*_model.norm-rnorm_seed-{seed}"))
+        (job / "checkpoints").mkdir()
+        (job / "checkpoints" / "last.ckpt").write_text(f"weights {seed}")
+        (job / "eval").mkdir()
+        digest = {3: sha256_text("other weights"), 4: None}.get(seed, sha256_text(f"weights {seed}"))
+        evaluated = {"status": "finished", "ckpt_sha256": digest,
                      "final": {"test/lrn/rnorm1/divisor_median": 1.3, "test/lrn/rnorm1/divisor_p99": 2.0}}  # fmt: skip
-        (sweep / name / "eval" / "metrics.json").write_text(json.dumps(evaluated))
+        (job / "eval" / "metrics.json").write_text(json.dumps(evaluated))
+    fifth = next(sweep.glob("*_model.norm-rnorm_seed-5")) / "checkpoints" / "last.ckpt"
+    fifth.rename(tmp_path / "elsewhere.ckpt")
+    fifth.symlink_to(tmp_path / "elsewhere.ckpt")  # the same bytes, through a link: not read
+    next(sweep.glob("*_model.norm-rnorm_seed-6")).joinpath("checkpoints", "last.ckpt").write_text("trained on")
     report = build_report(sweep)
     assert sorted((j.seed, j.divisors, j.divisors_from.split(",")[0]) for j in report.rows[0].jobs) == [
         (1, {"rnorm1": (1.3, 2.0)}, "the test images"),  # measured on purpose: before the run's own figures
         (2, {"rnorm1": (1.3, 2.0)}, "the test images"),
         (3, {}, ""),
         (4, {"rnorm1": (1.1, 3.0)}, "the validation images after the last epoch"),
+        (5, {}, ""),
+        (6, {"rnorm1": (1.1, 3.0)}, "the validation images after the last epoch"),
     ]
     markdown = to_markdown(report)
-    assert "- model.norm=rnorm: rnorm1 median 1.233, 99th percentile 2.333 (3 of 4 finished seeds, over " in markdown
+    assert "- model.norm=rnorm: rnorm1 median 1.200, 99th percentile 2.500 (4 of 6 finished seeds, over " in markdown
     assert "model.norm=none: rnorm" not in markdown  # no LRN layer, nothing measured
 
 

@@ -4,6 +4,7 @@ where runs are censored; each verdict against a claim's band on constructed inpu
 from __future__ import annotations
 
 import math
+import statistics
 
 import pytest
 from scipy import stats
@@ -127,6 +128,33 @@ def test_a_band_that_reaches_no_effect_cannot_be_told_from_none() -> None:
     assert result.label == "inconclusive" and "reaches no effect" in result.sentence
     assert verdict(interval(0.2, 0.6), coarse).label == "agrees"
     assert verdict(interval(2.2, 3.0), coarse).label == "larger"
+
+
+def test_a_band_that_reaches_no_effect_says_how_many_seeds_would_exclude_it() -> None:
+    """The LRN sweep's first two pairs (no LRN - 18pct, test top-1): at their spread, the seeds an interval around
+    the claim's +1 point, and around the measured +0.05, would need to exclude no effect."""
+    coarse = Claim("cifar10", "top1", 1.0, 1.0, "whole percents")
+    measured = paired_interval([19.43, 20.23], [19.83, 19.73])
+    sd = statistics.stdev([19.43 - 19.83, 20.23 - 19.73])
+
+    def first(effect: float) -> int:  # the first n whose paired t half-width is under the effect
+        return next(k for k in range(2, 10_000) if stats.t.ppf(0.975, k - 1) * sd / math.sqrt(k) < effect)
+
+    assert (first(1.0), first(0.05)) == (5, 625)
+    sentence = verdict(measured, coarse).sentence
+    assert sentence.endswith(
+        "at the observed spread (sd of the paired differences 0.64), seeds per variant to exclude no effect: about 5 "
+        "if the effect is the claim's +1.00 points, about 625 if it is the measured +0.05 points"
+    )
+    # five tight pairs would already exclude no effect for an effect of the claim's size: the sentence says so
+    tight = paired_interval([20.1, 20.3, 19.9, 20.2, 20.0], [20.0] * 5)
+    sentence = verdict(tight, coarse).sentence
+    assert "inconclusive" in sentence
+    assert "the 5 already run would, if the effect is the claim's +1.00 points" in sentence
+    # and what the tight interval [-0.10, +0.30] does tell: the effect is not the claim's +1 point itself
+    assert sentence.endswith("it does exclude the claim's figure itself: an effect, if any, under +0.30 points")
+    assert "exclude the claim's figure" not in verdict(measured, coarse).sentence  # [-5.67, +5.77] holds +1
+    assert "seeds per variant" not in verdict(interval(-0.2, 0.3, math.nan), coarse).sentence  # no spread to go by
 
 
 def test_inconclusive_says_how_many_seeds_would_decide() -> None:

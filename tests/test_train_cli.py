@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -129,6 +130,7 @@ def test_eval_reproduces_the_train_time_test_metrics(trained: dict) -> None:
     assert f"run dir: {eval_dir}" in said and f"done: {eval_dir}" in said
     evaluated = json.loads((eval_dir / "metrics.json").read_text())
     assert evaluated["status"] == "finished" and evaluated["ckpt_path"] == ckpt
+    assert evaluated["ckpt_sha256"] == hashlib.sha256(Path(ckpt).read_bytes()).hexdigest()  # the report matches on it
     # the LRN divisors too: the same weights, test images and (seeded) sample of positions as the train-time test
     for key in (
         "test/loss",

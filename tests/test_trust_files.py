@@ -468,8 +468,8 @@ def test_the_report_resolves_nothing_and_follows_no_link_inside_a_job(tmp_path: 
 
 def test_hostile_eval_records_in_a_job_cost_only_their_divisors(tmp_path: Path) -> None:
     """<job>/eval/metrics.json is read for LRN divisors only: a link, a folder, deep nesting, absurd or NaN numbers,
-    or the record of another job's weights show no divisors and leave the job's own results in the report."""
-    from test_report import LRN_CLAIM, fake_sweep
+    or the record of another checkpoint's weights show no divisors and leave the job's own results in the report."""
+    from test_report import LRN_CLAIM, fake_sweep, sha256_text
 
     from alexnet_lab.report import build_report, to_markdown
 
@@ -477,8 +477,8 @@ def test_hostile_eval_records_in_a_job_cost_only_their_divisors(tmp_path: Path) 
     jobs += [({"model.norm": "none", "seed": s}, {"test/top1_err": 20.5 + s}, 140) for s in range(1, 8)]
     sweep = fake_sweep(tmp_path / "s", {**LRN_CLAIM, "baseline": {"model.norm": "rnorm"}}, jobs)
 
-    def record(job: str, median: object, p99: object = 2.0) -> str:
-        return json.dumps({"status": "finished", "steps": 500, "config": {}, "ckpt_path": f"x/{job}/checkpoints/last.ckpt",
+    def record(digest: str, median: object, p99: object = 2.0) -> str:
+        return json.dumps({"status": "finished", "ckpt_sha256": digest,
                            "final": {"test/lrn/rnorm1/divisor_median": median, "test/lrn/rnorm1/divisor_p99": p99}})  # fmt: skip
 
     outside = tmp_path / "outside"
@@ -486,22 +486,24 @@ def test_hostile_eval_records_in_a_job_cost_only_their_divisors(tmp_path: Path) 
     planted = {
         1: None,  # eval/ a link to a folder with a valid record
         2: "[" * 100_000 + "]" * 100_000,  # deep nesting
-        3: record("1_model.norm-rnorm_seed-2", 1.5),  # another job's weights
-        4: record("JOB", 10**400),
-        5: record("JOB", float("nan"), 1e308),
-        6: record("JOB", 1.5).replace('"final": {', '"final": [{').replace("}}", "}]}"),  # final not a dict
+        3: record(sha256_text("other weights"), 1.5),  # another checkpoint's weights
+        4: record("DIGEST", 10**400),
+        5: record("DIGEST", float("nan"), 1e308),
+        6: record("DIGEST", 1.5).replace('"final": {', '"final": [{').replace("}}", "}]}"),  # final not a dict
     }
     for seed in range(1, 8):
         job = next(sweep.glob(f"*_model.norm-rnorm_seed-{seed}"))
-        (job / "metrics.json").write_text(json.dumps({**json.loads((job / "metrics.json").read_text()), "steps": 500}))
+        (job / "checkpoints").mkdir()
+        (job / "checkpoints" / "last.ckpt").write_text(f"weights {seed}")
+        digest = sha256_text(f"weights {seed}")
         if seed == 1:
-            (outside / "metrics.json").write_text(record(job.name, 9.0))
+            (outside / "metrics.json").write_text(record(digest, 9.0))
             (job / "eval").symlink_to(outside)
         elif seed == 7:
             (job / "eval" / "metrics.json").mkdir(parents=True)  # a folder where the record goes
         else:
             (job / "eval").mkdir()
-            (job / "eval" / "metrics.json").write_text(planted[seed].replace("JOB", job.name))
+            (job / "eval" / "metrics.json").write_text(planted[seed].replace("DIGEST", digest))
     report = build_report(sweep)
     assert [j.status for j in report.rows[0].jobs] == ["finished"] * 7
     assert all(j.divisors == {} for j in report.rows[0].jobs)

@@ -74,6 +74,12 @@ def build_node(cfg: DictConfig, key: str, **kwargs: Any) -> Any:
         raise named_error(cfg, key, err) from err
 
 
+def build_nodes(cfg: DictConfig, group: str) -> list[Any]:
+    """Every entry of a config group that is set (``callbacks``, ``logger``), each built as :func:`build_node`
+    builds one; an entry set to null is left out."""
+    return [build_node(cfg, f"{group}.{key}") for key, node in (cfg.get(group) or {}).items() if node]
+
+
 def use_node(cfg: DictConfig, key: str, use: Callable[[], Any]) -> Any:
     """Call ``use`` once (e.g. build the optimizer from its partial) so a refused value of ``key`` fails now, as one
     line naming it; what ``use`` returns."""

@@ -9,12 +9,11 @@ from typing import Any, NamedTuple
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from alexnet_lab import checkpointing, cli
-from alexnet_lab.errors import build_node, run_guarded
-from alexnet_lab.files import write_json
+from alexnet_lab.errors import build_node, build_nodes, run_guarded
+from alexnet_lab.files import sha256, write_json
 from alexnet_lab.module import Classifier
 from alexnet_lab.runs import subset
 
@@ -56,9 +55,8 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     cli.check_override_types(cfg)
     log.info("run dir: %s", run_dir)
     ckpt_path, ckpt, module, model_cfg, data_cfg = restore(cfg)
-    callbacks = [build_node(cfg, f"callbacks.{k}") for k, c in (cfg.get("callbacks") or {}).items() if c]
     trainer = build_node(
-        cfg, "trainer", callbacks=callbacks, logger=[instantiate(c) for c in cfg.logger.values() if c] or False
+        cfg, "trainer", callbacks=build_nodes(cfg, "callbacks"), logger=build_nodes(cfg, "logger") or False
     )
     start = time.perf_counter()
     datamodule = build_node(OmegaConf.create({"data": data_cfg}), "data")
@@ -66,6 +64,7 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     record = {
         "status": "finished",
         "ckpt_path": str(ckpt_path),
+        "ckpt_sha256": sha256(ckpt_path),  # which weights, whatever the file is called now (the report matches on it)
         "run_dir": str(run_dir),
         "overrides": list(HydraConfig.get().overrides.task),
         "seconds": round(time.perf_counter() - start, 2),

@@ -1,8 +1,9 @@
-"""Files that are whole or absent: the one write helper checkpoints, caches, records and resized images share;
-and the one way a command shows its pictures in TensorBoard."""
+"""Files that are whole or absent: the one write helper checkpoints, caches, records and resized images share; a
+file's digest; and the one way a command shows its pictures in TensorBoard."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -38,6 +39,15 @@ def write_json(path: Path, obj: Any) -> None:
     """Write JSON atomically: a crash leaves the old file or the new one, never half of one."""
     text = json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n"
     atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes, in hex: which file it is, whatever it is called or wherever it was copied."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def read_record(path: Path) -> dict[str, Any] | None:

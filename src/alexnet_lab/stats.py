@@ -144,6 +144,15 @@ class Claim:
         return 0.0
 
     @property
+    def centre(self) -> float:
+        """The claim's figure on the verdict's scale."""
+        return math.log(self.value) if self.ratio else self.value
+
+    def effect_text(self, x: float) -> str:
+        """A value on the verdict's scale as the claim's unit reads it: +0.40 points, 5.2x."""
+        return f"{math.exp(x):.3g}x" if self.ratio else f"{x:+.2f} points"
+
+    @property
     def band(self) -> tuple[float, float]:
         """(low, high) on the verdict's scale: differences as they are, ratios as logs."""
         low, high = self.value - self.tolerance, self.value + self.tolerance
@@ -155,7 +164,19 @@ class Claim:
         return f"{self.value:g}{unit} ± {self.tolerance:g}"
 
 
-def seeds_needed(interval: Interval, gap: float, cap: int = 10_000) -> int | None:
+SEEDS_CAP = 10_000  # seeds_needed looks no further
+
+
+def half_width(interval: Interval, n: int) -> float:
+    """The half-width of the interval's kind with ``n`` seeds per variant at its observed spread (t quantiles)."""
+    if interval.method == "paired t":
+        return stats.t.ppf(0.5 + LEVEL / 2, n - 1) * interval.spreads[0] / math.sqrt(n)
+    va, vb = (s**2 / n for s in interval.spreads)
+    df = (va + vb) ** 2 / ((va**2 + vb**2) / (n - 1)) if va + vb else n - 1
+    return stats.t.ppf(0.5 + LEVEL / 2, df) * math.sqrt(va + vb)
+
+
+def seeds_needed(interval: Interval, gap: float, cap: int = SEEDS_CAP) -> int | None:
     """Seeds (per variant) that would bring the interval's half-width under half of ``gap`` (the distance from no
     effect to the claim's band), at the observed spread; None without a spread to extrapolate from."""
     target = abs(gap) / 2
@@ -163,17 +184,33 @@ def seeds_needed(interval: Interval, gap: float, cap: int = 10_000) -> int | Non
         return None
     floor = max(interval.resolution)
     for n in range(2, cap + 1):
-        if interval.method == "paired t":
-            half = stats.t.ppf(0.5 + LEVEL / 2, n - 1) * interval.spreads[0] / math.sqrt(n)
-        else:
-            va, vb = (s**2 / n for s in interval.spreads)
-            df = (va + vb) ** 2 / ((va**2 + vb**2) / (n - 1)) if va + vb else n - 1
-            half = stats.t.ppf(0.5 + LEVEL / 2, df) * math.sqrt(va + vb)
-        if max(half, floor) < target:
+        if max(half_width(interval, n), floor) < target:
             return max(n, interval.n + 1)  # never fewer seeds than already ran
         if floor >= target:
             return None
     return cap
+
+
+def _seeds_to_exclude_none(interval: Interval, claim: Claim) -> str:
+    """How many seeds an interval around an effect of the claim's size, and of the measured size, would need to
+    exclude no effect at the observed spread (its half-width under that effect's distance from no effect)."""
+    if any(math.isnan(s) for s in interval.spreads) or interval.censored:
+        return ""
+    cases = []
+    for effect, what in ((claim.centre, "if the effect is the claim's"), (interval.estimate, "if it is the measured")):
+        distance = abs(effect - claim.none)
+        if distance == 0:
+            continue
+        if max(half_width(interval, interval.n), *interval.resolution) < distance:
+            cases.append(f"the {interval.n} already run would, {what} {claim.effect_text(effect)}")
+        elif needed := seeds_needed(interval, 2 * distance):
+            about = "more than" if needed >= SEEDS_CAP else "about"
+            cases.append(f"{about} {needed} {what} {claim.effect_text(effect)}")
+    if not cases:
+        return ""
+    spreads = [f"{s:.2g}" for s in interval.spreads]
+    spread = f"sd of the paired differences {spreads[0]}" if len(spreads) == 1 else f"sds {' / '.join(spreads)}"
+    return f"; at the observed spread ({spread}), seeds per variant to exclude no effect: " + ", ".join(cases)
 
 
 @dataclass(frozen=True)
@@ -214,6 +251,10 @@ def verdict(interval: Interval, claim: Claim) -> Verdict:
     if gap == 0:
         more = ("the claim's band reaches no effect (its figures are too coarse to tell a small effect from none), "
                 "so only an interval that excludes no effect can decide it")  # fmt: skip
+        more += _seeds_to_exclude_none(interval, claim)
+        if not interval.holds(claim.centre):  # what it does tell: the effect is not the claim's figure itself
+            side, bound = ("under", interval.high) if interval.high < claim.centre else ("over", interval.low)
+            more += f"; it does exclude the claim's figure itself: an effect, if any, {side} {claim.effect_text(bound)}"
     elif (needed := seeds_needed(interval, gap)) is not None:
         more = f"about {needed} seeds per variant would bring the interval's half-width under half the gap"
     else:

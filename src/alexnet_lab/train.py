@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from alexnet_lab import checkpointing, cli, runs
 from alexnet_lab.data import ClassificationData
-from alexnet_lab.errors import ConfigError, build_node, run_guarded, use_node
+from alexnet_lab.errors import ConfigError, build_node, build_nodes, run_guarded, use_node
 from alexnet_lab.module import Classifier
 
 log = logging.getLogger(__name__)
@@ -79,10 +79,8 @@ def build(cfg: DictConfig, *run_callbacks: L.Callback) -> tuple[ClassificationDa
     use_node(cfg, "optimizer", module.build_optimizer)
     if cfg.get("scheduler"):
         use_node(cfg, "scheduler", module.configure_optimizers)
-    callbacks = [build_node(cfg, f"callbacks.{k}") for k, c in (cfg.get("callbacks") or {}).items() if c]
-    callbacks += run_callbacks
-    loggers = [build_node(cfg, f"logger.{k}") for k, c in (cfg.get("logger") or {}).items() if c]
-    trainer = build_node(cfg, "trainer", callbacks=callbacks, logger=loggers or False)
+    callbacks = build_nodes(cfg, "callbacks") + list(run_callbacks)
+    trainer = build_node(cfg, "trainer", callbacks=callbacks, logger=build_nodes(cfg, "logger") or False)
     return datamodule, module, trainer
 
 

@@ -18,6 +18,8 @@ from alexnet_lab.files import atomic_write, pictures_to_tensorboard
 from alexnet_lab.report.analysis import DIFFS, ERRORS, Check, Report, Row
 from alexnet_lab.stats import Interval
 
+ERROR_NAMES = {"test/top1_err": "test top-1", "test/top5_err": "test top-5", "val/top1_err": "val top-1",
+               "val/top5_err": "val top-5"}  # fmt: skip
 CURVE_NAMES = {"train/top1_err": "training error", "val/top1_err": "validation error", "test/top1_err": "test error"}
 
 
@@ -156,9 +158,6 @@ def to_markdown(report: Report) -> str:
     test_split = "ILSVRC-2012 val split (test/*: evaluated once at the end)" if imagenet else "test split"
     if imagenet:
         val_split = "minival (val/*: held out of train)"
-    elif val_is_test(report):
-        val_split = ("test split again (val/*: every training image trains, so the test split is only printed during "
-                     "training, never used to choose)")  # fmt: skip
     else:
         val_split = "validation split"
     title = f"# Ablation: {name}" if report.ablation else f"# Sweep: {name} (a plain multirun: no baseline or claim)"
@@ -175,22 +174,29 @@ def to_markdown(report: Report) -> str:
         compared = f" Δ is each row minus the first ({base}), as above." if len(report.rows) > 1 else ""
     finished = [j for row in report.rows for j in row.finished]
     validated = not finished or any("val/top1_err" in j.final for j in finished)  # none finished: not known yet
+    twice = not imagenet and val_is_test(report)  # val/* is the test split again: the same figures, not shown twice
     on_val = f" and the {val_split} ({report.protocols.get('val', 'one view')})" if validated else (
         " (no validation pass: val/* is empty)")  # fmt: skip
+    tested = report.protocols.get("test", "one view")
+    if twice:
+        on_val = ""
+        tested += ("; val/* measures the same split: every training image trains, so the test split is only printed "
+                   "during training, never used to choose, and not shown twice")  # fmt: skip
+    errors = [m for m in ERRORS if not (twice and m.startswith("val/"))]
     lines = [
         title,
         "",
         *_budget_line(report),
         (
             f"Sweep `{text(report.sweep)}`; dataset {text(report.dataset)}. Errors in percent on the {test_split} "
-            f"({report.protocols.get('test', 'one view')}){on_val}, mean ± sample std over finished seeds.{compared}"
+            f"({tested}){on_val}, mean ± sample std over finished seeds.{compared}"
         ),
         "",
     ]
     mark = report.ablation.get("milestone")
     references = any(row.reference for row in report.rows)
-    header = ["variant", "finished / started", "test top-1", "test top-5", "val top-1", "val top-5",
-              "Δ test top-1", "Δ test top-5", "epochs", "time (s)"]  # fmt: skip
+    header = ["variant", "finished / started", *(ERROR_NAMES[m] for m in errors), "Δ test top-1", "Δ test top-5",
+              "epochs", "time (s)"]  # fmt: skip
     if references:
         header.insert(3, "its published test top-1")
     if mark:
@@ -201,7 +207,7 @@ def to_markdown(report: Report) -> str:
         cells = [
             label + (" (baseline)" if row is report.baseline and report.ablation else ""),
             f"{len(row.finished)} / {len(row.jobs)}",
-            *(_pm(row.stats.get(m)) for m in ERRORS),
+            *(_pm(row.stats.get(m)) for m in errors),
             *(_diff(row.diffs.get(m)) for m in DIFFS),
             "-" if row.epochs is None else f"{row.epochs:.1f}",
             "-" if row.seconds is None else f"{row.seconds:.0f}",

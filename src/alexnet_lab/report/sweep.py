@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from alexnet_lab import conf
-from alexnet_lab.files import read_record
+from alexnet_lab.files import read_record, sha256
 
 MILESTONE = "milestone/epochs"
 log = logging.getLogger(__name__)
@@ -159,6 +159,7 @@ def _milestone_resolution(record: dict[str, Any], config: dict[str, Any]) -> flo
 
 # where `alexnet-eval ckpt_path=<job>/checkpoints/last.ckpt hydra.run.dir=<job>/eval` writes its record
 EVALUATED = "eval/metrics.json"
+LAST = "checkpoints/last.ckpt"
 
 
 def _divisors(path: Path, record: dict[str, Any]) -> tuple[dict[str, tuple[float, float]], str]:
@@ -166,18 +167,18 @@ def _divisors(path: Path, record: dict[str, Any]) -> tuple[dict[str, tuple[float
     which pass: an ``alexnet-eval`` of its final weights run into ``<job>/eval`` (measured on purpose, and by today's
     monitor: runs made before 2026-12-02 logged none under compile, or a fixed-stride sample), else its validation
     after the last epoch (``lrn/*``), else its test pass (``test/lrn/*``). Nothing if none of them has both figures
-    of a layer; an eval record that is a link, unreadable or of other weights is passed over."""
+    of a layer. An eval record counts only if it tested the bytes of the job's ``last.ckpt`` as they are now (its
+    ``ckpt_sha256``): one that is a link, unreadable, partial, of other weights, or older than the job's last
+    training (a job resumed or re-run in place) is passed over."""
     sources = []
-    evaluated = path / EVALUATED
+    evaluated, last = path / EVALUATED, path / LAST
     try:
         other = None if evaluated.parent.is_symlink() else read_record(evaluated)  # None: none, a link, not JSON
-        summary = record.get("config") if isinstance(record.get("config"), dict) else {}
         same_weights = (
             other is not None and record.get("status") == "finished" and other.get("status") == "finished"
-            and not other.get("subset") and record.get("steps") is not None
-            and other.get("steps") == record.get("steps")
-            and Path(str(other.get("ckpt_path"))).parts[-3:] == (path.name, "checkpoints", "last.ckpt")
-            and isinstance(other.get("config"), dict) and other["config"].get("model") == summary.get("model")
+            and not other.get("subset") and isinstance(other.get("ckpt_sha256"), str)
+            and not last.parent.is_symlink() and last.is_file() and not last.is_symlink()
+            and other["ckpt_sha256"] == sha256(last)
         )  # fmt: skip
         if same_weights and isinstance(other.get("final"), dict):
             sources.append((other["final"], "test/lrn/", "the test images, its final weights (alexnet-eval)"))
