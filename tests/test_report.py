@@ -646,6 +646,33 @@ def test_a_mean_curve_says_how_many_seeds_it_averages_at_each_epoch() -> None:
     assert seeds_per_epoch([5] * 140) == "5 seeds" and seeds_per_epoch([1] * 3) == "1 seed"
 
 
+@pytest.mark.parametrize("epochs", [20, 5])
+def test_the_curves_zoom_into_the_last_fifth_of_the_epochs(tmp_path: Path, epochs: int) -> None:
+    """The right panel shows each variant's mean over its seeds for the last fifth of the epochs on its own scale
+    (where a point of error is visible); a run of under ten epochs has only the whole curve."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    from alexnet_lab.report.render import curves_figure
+
+    jobs = [({"model": m, "seed": s}, {"test/top1_err": 20.0}, epochs) for m in ("base", "none") for s in (1, 2)]
+    sweep = fake_sweep(tmp_path, LRN_CLAIM, jobs)
+    for job in sweep.glob("*_seed-*"):
+        offset = (1.0 if "none" in job.name else 0.0) + (0.5 if job.name.endswith("2") else 0.0)
+        with SummaryWriter(str(job)) as writer:
+            for epoch in range(epochs):
+                writer.add_scalar("val/top1_err", 60.0 - epoch + offset, epoch)
+    fig = curves_figure(build_report(sweep))
+    if epochs == 5:
+        assert len(fig.axes) == 1
+        return
+    main, zoom = fig.axes
+    assert zoom.get_title() == "epochs 17-20, zoomed"
+    (base, none) = [(list(line.get_xdata()), list(line.get_ydata())) for line in zoom.lines]
+    assert base == ([17, 18, 19, 20], [44.25, 43.25, 42.25, 41.25])  # 60 - epoch + the seeds' mean offset 0.25
+    assert none == ([17, 18, 19, 20], [45.25, 44.25, 43.25, 42.25])
+    assert [len(line.get_xdata()) for line in main.lines] == [20, 20]
+
+
 def test_the_report_lists_each_seeds_pair(tmp_path: Path) -> None:
     """Behind every mean and interval: each finished run's errors by seed, and the paired difference."""
     jobs = [({"model.norm": "rnorm", "seed": s}, {"test/top1_err": e, "test/top5_err": 1.0}, 140)

@@ -496,39 +496,59 @@ def seeds_per_epoch(counts: list[int]) -> str:
     return ", ".join(f"{counts[e - 1]}{' seeds' if i == 0 else ''} to epoch {e}" for i, e in enumerate(ends))
 
 
-def write_curves(report: Report, path: Path) -> None:
-    """``curve_metric`` per epoch: one line per variant (mean over its seeds), shaded from the lowest to the highest."""
+ZOOM = 0.2  # the curves' right panel: the last fifth of the epochs, where the final errors are decided
+
+
+def curves_figure(report: Report) -> Any:
+    """``curve_metric`` per epoch: one line per variant (mean over its seeds), shaded from the lowest to the highest;
+    on the right the last fifth of the epochs on a scale of their own, where variants a point apart look alike on
+    the left."""
     from matplotlib.figure import Figure
 
     metric = curve_metric(report)
-    fig = Figure(figsize=(7.5, 4.5))
-    ax = fig.subplots()
+    series = []  # (legend, epochs, means, lows, highs) per variant
     for row in report.rows:
         curves = [c for j in row.jobs if (c := j.curve(metric))]
         if not curves:
             continue
-        length = max(len(c) for c in curves)
-        epochs = list(range(1, length + 1))
-        columns = [[c[e] for c in curves if e < len(c)] for e in range(length)]
-        means = [statistics.fmean(col) for col in columns]
+        columns = [[c[e] for c in curves if e < len(c)] for e in range(max(len(c) for c in curves))]
         legend = f"{label(row.label)}: mean of {seeds_per_epoch([len(col) for col in columns])}"
-        (line,) = ax.plot(epochs, means, label=legend + (", shaded: their range" if len(curves) > 1 else ""))
-        ax.fill_between(epochs, [min(c) for c in columns], [max(c) for c in columns], color=line.get_color(), alpha=0.2)
+        legend += ", shaded: their range" if len(curves) > 1 else ""
+        series.append((legend, [statistics.fmean(col) for col in columns], [min(col) for col in columns],
+                       [max(col) for col in columns]))  # fmt: skip
+    length = max((len(means) for _, means, _, _ in series), default=0)
+    first = math.floor(length * (1 - ZOOM))  # index of the zoom panel's first epoch
+    zoomed = length >= 10
+    fig = Figure(figsize=(10.5, 4.5) if zoomed else (7.5, 4.5))
+    axes = fig.subplots(1, 2, width_ratios=[2.2, 1]) if zoomed else [fig.subplots()]
+    for ax, start in zip(axes, (0, first), strict=False):
+        for legend, means, lows, highs in series:
+            epochs = list(range(start + 1, len(means) + 1))
+            (line,) = ax.plot(epochs, means[start:], label=legend)
+            ax.fill_between(epochs, lows[start:], highs[start:], color=line.get_color(), alpha=0.2)
+        ax.set_xlabel("epoch")
+    main = axes[0]
     mark = report.ablation.get("milestone")
     if mark and mark.get("metric") == metric:
-        ax.axhline(float(mark["below"]), color="grey", linestyle="--", linewidth=1)
-        ax.annotate(f"milestone: {float(mark['below']):g} %", (1, float(mark["below"])), xytext=(4, 4),
-                    textcoords="offset points", fontsize="small", color="grey")  # fmt: skip
-    ax.set_xlabel("epoch")
+        main.axhline(float(mark["below"]), color="grey", linestyle="--", linewidth=1)
+        main.annotate(f"milestone: {float(mark['below']):g} %", (1, float(mark["below"])), xytext=(4, 4),
+                      textcoords="offset points", fontsize="small", color="grey")  # fmt: skip
     name = CURVE_NAMES.get(metric, metric)
     if metric.startswith("val/") and val_is_test(report):
         name = "test error (printed during training)"
-    ax.set_ylabel(f"{name} (%)")
-    ax.set_title(f"Learning curves: {label(report.ablation.get('name', report.sweep.name))}")
-    if ax.lines:
-        ax.legend(fontsize="small")
+    main.set_ylabel(f"{name} (%)")
+    main.set_title(f"Learning curves: {label(report.ablation.get('name', report.sweep.name))}")
+    if zoomed:
+        axes[1].set_title(f"epochs {first + 1}-{length}, zoomed", fontsize="medium")
+    if main.lines:
+        main.legend(fontsize="small")
     fig.tight_layout()
-    _save(fig, path)
+    return fig
+
+
+def write_curves(report: Report, path: Path) -> None:
+    """The learning curves (:func:`curves_figure`) as a PNG."""
+    _save(curves_figure(report), path)
 
 
 def write_tensorboard(markdown: str, folder: Path, charts: list[Path]) -> None:
