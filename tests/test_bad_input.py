@@ -105,6 +105,16 @@ def test_corrupt_archive_is_one_line(cli_env: dict, tmp_path: Path) -> None:
         (["model=alexnet_cifar", "model.dropout=1.5"], "model.dropout=1.5: dropout=1.5 must be in [0, 1)"),
         (["trainer.devices=2", "data.batch_size=3"], "data.batch_size=3 (the global batch) does not split over 2"),
         (["model=alexnet"], "model AlexNet cannot take the data's 32x32 images ("),
+        # val/* is the test split: choosing on it would report an optimistic test error
+        (["data.val_size=0"], "test_ckpt=best with data.val_size=0 tests the epoch that did best on the test split"),
+        (
+            ["data.val_size=0", "test_ckpt=last", "callbacks=[default,early_stopping]"],
+            "callbacks.early_stopping stops on val/top1_err, which with data.val_size=0 is the test split",
+        ),
+        (
+            ["hparams_search=cudaconvnet_optuna", "hydra.mode=MULTIRUN", "data.val_size=0", "test_ckpt=last"],
+            "the Optuna search minimises optimized_metric=val/top1_err_best, which with data.val_size=0 is the test",
+        ),
     ],
 )
 def test_values_a_library_refuses_become_one_line_naming_the_key(

@@ -1,5 +1,6 @@
 """alexnet-predict (the paper's Figure 4): top-5 against the module's own softmax, neighbours against brute force,
-the figures' panels, every network's checkpoint, and bad input in one line."""
+the figures' panels, every network's checkpoint, and bad input in one line; alexnet-eval's record of the bytes it
+tested, in process on the same checkpoint."""
 
 from __future__ import annotations
 
@@ -73,6 +74,40 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> dict:
     ckpt = train_in_process(tmp, "18pct", "model=cudaconvnet_18pct", *fast, f"data.path={tmp / 'cifar'}",
                             f"data.cache_dir={tmp / 'cache'}", "trainer.max_epochs=1", "seed=0")  # fmt: skip
     return {"tmp": tmp, "ckpt": ckpt, "fast": fast}
+
+
+def test_eval_records_the_bytes_it_tested_and_refuses_a_checkpoint_that_changed(
+    lab: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The record's ckpt_sha256 is the digest of the file as tested; a checkpoint rewritten during the test (its run
+    still training) gives one line and no record, since the figures may be of other weights than the digest names."""
+    import hashlib
+    import shutil
+
+    import lightning as L
+
+    from alexnet_lab.eval import evaluate
+
+    ckpt = tmp_path / "last.ckpt"
+    shutil.copyfile(lab["ckpt"], ckpt)
+    overrides = [f"ckpt_path={ckpt}", "trainer.accelerator=cpu", "~callbacks"]
+    with hydra_task("eval", overrides, tmp_path / "eval") as cfg:
+        record = evaluate(cfg, tmp_path / "eval")
+    assert record["ckpt_sha256"] == hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    assert record["ckpt_bytes"] == ckpt.stat().st_size > 0
+    test = L.Trainer.test
+
+    def test_while_a_run_saves(self: L.Trainer, *args: object, **kwargs: object) -> object:
+        result = test(self, *args, **kwargs)
+        ckpt.write_bytes(ckpt.read_bytes() + b"another epoch")
+        return result
+
+    monkeypatch.setattr(L.Trainer, "test", test_while_a_run_saves)
+    with hydra_task("eval", overrides, tmp_path / "again") as cfg, pytest.raises(errors.ConfigError) as err:
+        evaluate(cfg, tmp_path / "again")
+    assert str(err.value) == (f"checkpoint {ckpt} changed while it was tested (is its run still training?); evaluate "
+                              "it again once nothing writes it")  # fmt: skip
+    assert not (tmp_path / "again" / "metrics.json").exists()
 
 
 def test_figure_4_for_a_cifar_checkpoint(lab: dict) -> None:

@@ -246,6 +246,7 @@ def fake_sweep(root: Path, ablation: dict, jobs: list[tuple[dict, dict, int]], b
             "epochs": epochs,
             "seconds": 1.0,
             "data": {"test_images": 10_000, "val_split": "5000 images held out of train"},
+            "test_ckpt": "weights at the end of training",
             "config": {"trainer": {"max_epochs": cap}} if cap else {},
         }
         (job / "metrics.json").write_text(json.dumps(record))
@@ -325,6 +326,19 @@ def test_val_columns_are_shown_only_when_val_is_another_split(tmp_path: Path) ->
     assert "| model=base (baseline) | 2 / 2 | 21.50 ± 0.71 | 1.00 ± 0.00 | - | - | 140.0 |" in once
     assert "on the test split (one view; val/* measures the same split: every training image trains" in once
     assert "val top-1" not in once
+    # a run that tested the checkpoint which did best on val/* (here the test split) chose on test: val/* is
+    # another figure then, shown, and the report says the test errors are optimistic
+    first = next(sweep.glob("0_*")) / "metrics.json"
+    first.write_text(json.dumps({**json.loads(first.read_text()), "test_ckpt": "/x/checkpoints/epoch037.ckpt"}))
+    chosen = to_markdown(build_report(sweep))
+    assert "| model=base (baseline) | 2 / 2 | 21.50 ± 0.71 | 1.00 ± 0.00 | 31.50 ± 0.71 | 2.00 ± 0.00 | - |" in chosen
+    assert "**1 of 4 finished runs tested a checkpoint chosen on val/*, which is the test split here**" in chosen
+    assert "never used to choose" not in chosen
+    # a run that does not say which weights it tested: val/* shown, no claim either way
+    first.write_text(json.dumps({k: v for k, v in json.loads(first.read_text()).items() if k != "test_ckpt"}))
+    unknown = to_markdown(build_report(sweep))
+    assert "| 31.50 ± 0.71 | 2.00 ± 0.00 |" in unknown and "and the test split again (val/*: every training" in unknown
+    assert "never used to choose" not in unknown and "chosen on val/*" not in unknown
 
 
 def test_small_budget_says_first_that_it_cannot_decide(tmp_path: Path) -> None:
@@ -356,26 +370,32 @@ def sha256_text(text: str) -> str:
 
 def test_lrn_divisors_come_from_the_run_or_from_an_eval_of_its_final_weights(tmp_path: Path) -> None:
     """A job's divisors come from an alexnet-eval run into <job>/eval if it tested the bytes of the job's last.ckpt
-    as they are now, else from the run's own validation figures: an eval of other weights, one that names no digest
-    (made before 2026-12-02), one whose job trained on since, or one beside a last.ckpt that is a link is not used."""
+    as they are now (size and digest), else from the run's own validation figures: an eval of other weights, one that
+    names no digest (made before 2026-12-02), one whose job trained on since, one that states another size, or one
+    beside a last.ckpt (or checkpoints folder) that is a link is not used."""
     own = {"lrn/rnorm1/divisor_median": 1.1, "lrn/rnorm1/divisor_p99": 3.0}
     jobs = [*[({"model.norm": "rnorm", "seed": s}, {"test/top1_err": 20.0, **own}, 140) for s in (1, 4, 6)],
-            *[({"model.norm": "rnorm", "seed": s}, {"test/top1_err": 20.0}, 140) for s in (2, 3, 5)],
-            *[({"model.norm": "none", "seed": s}, {"test/top1_err": 20.5}, 140) for s in range(1, 7)]]  # fmt: skip
+            *[({"model.norm": "rnorm", "seed": s}, {"test/top1_err": 20.0}, 140) for s in (2, 3, 5, 7, 8)],
+            *[({"model.norm": "none", "seed": s}, {"test/top1_err": 20.5}, 140) for s in range(1, 9)]]  # fmt: skip
     sweep = fake_sweep(tmp_path, {**LRN_CLAIM, "baseline": {"model.norm": "rnorm"}}, jobs)
-    for seed in range(1, 7):
+    for seed in range(1, 9):
         job = next(sweep.glob(f"*_model.norm-rnorm_seed-{seed}"))
         (job / "checkpoints").mkdir()
         (job / "checkpoints" / "last.ckpt").write_text(f"weights {seed}")
         (job / "eval").mkdir()
-        digest = {3: sha256_text("other weights"), 4: None}.get(seed, sha256_text(f"weights {seed}"))
-        evaluated = {"status": "finished", "ckpt_sha256": digest,
+        digest = {3: sha256_text("weights x"), 4: None}.get(seed, sha256_text(f"weights {seed}"))
+        evaluated = {"status": "finished", "ckpt_sha256": digest, "ckpt_bytes": 9 + (seed == 8),
                      "final": {"test/lrn/rnorm1/divisor_median": 1.3, "test/lrn/rnorm1/divisor_p99": 2.0}}  # fmt: skip
         (job / "eval" / "metrics.json").write_text(json.dumps(evaluated))
-    fifth = next(sweep.glob("*_model.norm-rnorm_seed-5")) / "checkpoints" / "last.ckpt"
-    fifth.rename(tmp_path / "elsewhere.ckpt")
-    fifth.symlink_to(tmp_path / "elsewhere.ckpt")  # the same bytes, through a link: not read
-    next(sweep.glob("*_model.norm-rnorm_seed-6")).joinpath("checkpoints", "last.ckpt").write_text("trained on")
+
+    def job_dir(seed: int) -> Path:
+        return next(sweep.glob(f"*_model.norm-rnorm_seed-{seed}"))
+
+    (job_dir(5) / "checkpoints" / "last.ckpt").rename(tmp_path / "elsewhere.ckpt")
+    (job_dir(5) / "checkpoints" / "last.ckpt").symlink_to(tmp_path / "elsewhere.ckpt")  # the same bytes, linked
+    (job_dir(6) / "checkpoints" / "last.ckpt").write_text("weights 9")  # trained on since: same size, other bytes
+    shutil.move(job_dir(7) / "checkpoints", tmp_path / "folder")
+    (job_dir(7) / "checkpoints").symlink_to(tmp_path / "folder")  # the folder a link
     report = build_report(sweep)
     assert sorted((j.seed, j.divisors, j.divisors_from.split(",")[0]) for j in report.rows[0].jobs) == [
         (1, {"rnorm1": (1.3, 2.0)}, "the test images"),  # measured on purpose: before the run's own figures
@@ -384,9 +404,11 @@ def test_lrn_divisors_come_from_the_run_or_from_an_eval_of_its_final_weights(tmp
         (4, {"rnorm1": (1.1, 3.0)}, "the validation images after the last epoch"),
         (5, {}, ""),
         (6, {"rnorm1": (1.1, 3.0)}, "the validation images after the last epoch"),
+        (7, {}, ""),
+        (8, {}, ""),
     ]
     markdown = to_markdown(report)
-    assert "- model.norm=rnorm: rnorm1 median 1.200, 99th percentile 2.500 (4 of 6 finished seeds, over " in markdown
+    assert "- model.norm=rnorm: rnorm1 median 1.200, 99th percentile 2.500 (4 of 8 finished seeds, over " in markdown
     assert "model.norm=none: rnorm" not in markdown  # no LRN layer, nothing measured
 
 

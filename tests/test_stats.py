@@ -131,30 +131,72 @@ def test_a_band_that_reaches_no_effect_cannot_be_told_from_none() -> None:
 
 
 def test_a_band_that_reaches_no_effect_says_how_many_seeds_would_exclude_it() -> None:
-    """The LRN sweep's first two pairs (no LRN - 18pct, test top-1): at their spread, the seeds an interval around
-    the claim's +1 point, and around the measured +0.05, would need to exclude no effect."""
+    """The LRN sweep's first two pairs (no LRN - 18pct, test top-1): at their spread, the seeds per variant that give
+    an 80 % chance of an interval excluding no effect if the effect is the claim's +1 point, or the measured +0.05."""
     coarse = Claim("cifar10", "top1", 1.0, 1.0, "whole percents")
     measured = paired_interval([19.43, 20.23], [19.83, 19.73])
     sd = statistics.stdev([19.43 - 19.83, 20.23 - 19.73])
 
-    def first(effect: float) -> int:  # the first n whose paired t half-width is under the effect
-        return next(k for k in range(2, 10_000) if stats.t.ppf(0.975, k - 1) * sd / math.sqrt(k) < effect)
+    def first(effect: float) -> int:  # power of a paired t test: t_0.975 + t_0.80 standard errors under the effect
+        return next(k for k in range(2, 10_000) if (stats.t.ppf(0.975, k - 1) + stats.t.ppf(0.8, k - 1)) * sd
+                    / math.sqrt(k) < effect)  # fmt: skip
 
-    assert (first(1.0), first(0.05)) == (5, 625)
-    sentence = verdict(measured, coarse).sentence
-    assert sentence.endswith(
-        "at the observed spread (sd of the paired differences 0.64), seeds per variant to exclude no effect: about 5 "
-        "if the effect is the claim's +1.00 points, about 625 if it is the measured +0.05 points"
+    assert (first(1.0), first(0.05)) == (6, 1274)
+    assert verdict(measured, coarse).sentence.endswith(
+        "at the observed spread (sd of the paired differences 0.64, from 2 pairs), seeds per variant for an 80 % "
+        "chance of an interval that excludes no effect: about 6 if the effect is the claim's +1.00 points, about "
+        "1,274 if the effect is the measured +0.05 points"
     )
-    # five tight pairs would already exclude no effect for an effect of the claim's size: the sentence says so
-    tight = paired_interval([20.1, 20.3, 19.9, 20.2, 20.0], [20.0] * 5)
-    sentence = verdict(tight, coarse).sentence
-    assert "inconclusive" in sentence
-    assert "the 5 already run would, if the effect is the claim's +1.00 points" in sentence
-    # and what the tight interval [-0.10, +0.30] does tell: the effect is not the claim's +1 point itself
-    assert sentence.endswith("it does exclude the claim's figure itself: an effect, if any, under +0.30 points")
-    assert "exclude the claim's figure" not in verdict(measured, coarse).sentence  # [-5.67, +5.77] holds +1
-    assert "seeds per variant" not in verdict(interval(-0.2, 0.3, math.nan), coarse).sentence  # no spread to go by
+    # five tight pairs, [-0.10, +0.30]: they exclude the claim's central +1 point, and say so instead
+    tight = verdict(paired_interval([20.1, 20.3, 19.9, 20.2, 20.0], [20.0] * 5), coarse).sentence
+    assert tight.startswith("inconclusive") and "if the effect is the claim's" not in tight
+    assert tight.endswith("it does exclude the claim's central figure (+1.00 points): the effect, if any, is smaller "
+                          "in size (the interval ends at +0.30 points)")  # fmt: skip
+    # [-0.1, +1.1] holds both; as wide around +1 it would not hold no effect
+    wide = verdict(Interval(0.5, -0.1, 1.1, "paired t", 3, (0.3,)), coarse).sentence
+    assert wide.endswith("an interval as wide as this one would already exclude no effect if the effect is the "
+                         "claim's +1.00 points")  # fmt: skip
+    # widened to a resolution of 1.1 below the estimate: that width counts, not the narrow t interval's
+    widened = verdict(Interval(0.5, -0.6, 1.1, "paired t", 3, (0.01,), resolution=(1.1, 0.6)), coarse).sentence
+    assert widened.startswith("inconclusive") and "would already" not in widened
+    # a negative claim (the variant errs less), on the other side of no effect
+    fewer = Claim("cifar10", "top1", -1.0, 1.0, "whole percents")
+    negative = verdict(paired_interval([19.9, 20.1, 19.8, 20.0, 19.95], [20.0] * 5), fewer).sentence
+    assert negative.endswith("the effect, if any, is smaller in size (the interval ends at -0.19 points)")
+    # an estimate of exactly no effect: no number of seeds; none without a spread
+    zero = verdict(paired_interval([20.2, 19.8, 20.0], [20.0] * 3), coarse).sentence
+    assert "no number of seeds if the effect is the measured +0.00 points" in zero
+    assert "seeds per variant" not in verdict(interval(-0.2, 0.3, math.nan), coarse).sentence
+
+
+def test_seeds_to_exclude_no_effect_on_a_ratio_and_under_welch() -> None:
+    """A speedup claim is judged on the log scale and shown as a ratio; runs of unequal seeds use Welch's df."""
+    six = Claim("cifar10", "speedup", 6.0, 5.0, "a figure read off a plot")  # 1x to 11x: reaches no effect
+    ratio = Interval(math.log(1.5), math.log(0.9), math.log(2.5), "paired t", 3, (0.3,))
+    sentence = verdict(ratio, six).sentence
+    assert "if the effect is the measured 1.5x" in sentence and "(6.00x)" not in sentence
+    assert "it does exclude the claim's central figure (6x): the effect, if any, is smaller in size (the interval " \
+        "ends at 2.5x)" in sentence  # fmt: skip
+    n = next(k for k in range(2, 999) if (stats.t.ppf(0.975, k - 1) + stats.t.ppf(0.8, k - 1)) * 0.3 / math.sqrt(k)
+             < math.log(1.5))  # fmt: skip
+    assert f"about {n} if the effect is the measured 1.5x" in sentence
+    welch = welch_interval([20.5, 21.5, 20.0], [20.0, 20.5, 19.5, 20.2, 20.1, 19.9, 20.3, 20.0, 19.8, 20.4])
+    sa, sb = welch.spreads
+
+    def welch_n(effect: float) -> int:
+        for k in range(2, 999):
+            va, vb = sa**2 / k, sb**2 / k
+            df = (va + vb) ** 2 / ((va**2 + vb**2) / (k - 1))
+            if (stats.t.ppf(0.975, df) + stats.t.ppf(0.8, df)) * math.sqrt(va + vb) < effect:
+                return k
+        raise AssertionError
+
+    sentence = verdict(welch, Claim("cifar10", "top1", 1.0, 1.0, "whole percents")).sentence
+    assert f"(sds {sa:.2g} / {sb:.2g}), seeds per variant" in sentence
+    assert f"about {welch_n(1.0)} if the effect is the claim's +1.00 points" in sentence
+    # a measured effect too small for the cap of seeds
+    tiny = verdict(paired_interval([20.001, 20.3, 19.7], [20.0] * 3), Claim("cifar10", "top1", 1.0, 1.0, "x"))
+    assert "more than 10,000 if the effect is the measured +0.00033 points" in tiny.sentence
 
 
 def test_inconclusive_says_how_many_seeds_would_decide() -> None:

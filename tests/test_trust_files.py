@@ -466,7 +466,9 @@ def test_the_report_resolves_nothing_and_follows_no_link_inside_a_job(tmp_path: 
     assert "model.norm=rnorm (baseline)" in markdown  # the variants inferred from the jobs, not the planted params
 
 
-def test_hostile_eval_records_in_a_job_cost_only_their_divisors(tmp_path: Path) -> None:
+def test_hostile_eval_records_in_a_job_cost_only_their_divisors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """<job>/eval/metrics.json is read for LRN divisors only: a link, a folder, deep nesting, absurd or NaN numbers,
     or the record of another checkpoint's weights show no divisors and leave the job's own results in the report."""
     from test_report import LRN_CLAIM, fake_sweep, sha256_text
@@ -478,7 +480,7 @@ def test_hostile_eval_records_in_a_job_cost_only_their_divisors(tmp_path: Path) 
     sweep = fake_sweep(tmp_path / "s", {**LRN_CLAIM, "baseline": {"model.norm": "rnorm"}}, jobs)
 
     def record(digest: str, median: object, p99: object = 2.0) -> str:
-        return json.dumps({"status": "finished", "ckpt_sha256": digest,
+        return json.dumps({"status": "finished", "ckpt_sha256": digest, "ckpt_bytes": 9,
                            "final": {"test/lrn/rnorm1/divisor_median": median, "test/lrn/rnorm1/divisor_p99": p99}})  # fmt: skip
 
     outside = tmp_path / "outside"
@@ -513,11 +515,34 @@ def test_hostile_eval_records_in_a_job_cost_only_their_divisors(tmp_path: Path) 
     (first / "eval").unlink()
     shutil.copytree(outside, first / "eval")  # the same record, in place: read
     assert build_report(sweep).rows[0].jobs[0].divisors == {"rnorm1": (9.0, 2.0)}
+    # a last.ckpt over the size the report hashes is not read at all (a sparse terabyte would take an hour)
+    monkeypatch.setattr("alexnet_lab.report.sweep.MAX_HASHED", 8)
+    monkeypatch.setattr("alexnet_lab.report.sweep.sha256", lambda path: pytest.fail(f"hashed {path}"))
+    assert build_report(sweep).rows[0].jobs[0].divisors == {}
+    monkeypatch.undo()
     # the same numbers in a job's own record make that job unreadable, not the report fail
     own = next(sweep.glob("*_model.norm-none_seed-1")) / "metrics.json"
     own.write_text(json.dumps({**json.loads(own.read_text()), "final": {"test/top1_err": 10**400}}))
     (row_none,) = [r for r in build_report(sweep).rows if r.label == "model.norm=none"]
     assert row_none.jobs[0].status == "unreadable"
+
+
+def test_a_stored_speedup_claim_that_is_not_positive_is_dropped(tmp_path: Path) -> None:
+    """A speedup is judged on a log scale: a sweep from elsewhere storing a speedup of 0 or below (or one whose band
+    ends below 0) loses that claim instead of crashing the report."""
+    from test_report import LRN_CLAIM, fake_sweep
+
+    from alexnet_lab.report import build_report
+    from alexnet_lab.report.analysis import parse_claims
+
+    bad = [{"dataset": "cifar10", "metric": "speedup", "value": v, "tolerance": t, "source": "x"}
+           for v, t in ((0.0, 1.0), (-3.0, 1.0), (-3.0, 0.0))]  # fmt: skip
+    good = {"dataset": "cifar10", "metric": "speedup", "value": 0.5, "tolerance": 1.0, "source": "x"}
+    assert [(c.value, c.tolerance) for c in parse_claims([*bad, good])] == [(0.5, 1.0)]
+    jobs = [({"model": m, "seed": s}, {"test/top1_err": 20.0 + s + (m == "none")}, 140)
+            for m in ("base", "none") for s in (1, 2)]  # fmt: skip
+    report = build_report(fake_sweep(tmp_path, {**LRN_CLAIM, "claims": [*LRN_CLAIM["claims"], *bad]}, jobs))
+    assert [c.claim.metric for c in report.checks] == ["top1"]
 
 
 def test_crafted_text_is_escaped_in_the_report_and_the_scorecard(tmp_path: Path) -> None:

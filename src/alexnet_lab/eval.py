@@ -12,7 +12,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from alexnet_lab import checkpointing, cli
-from alexnet_lab.errors import build_node, build_nodes, run_guarded
+from alexnet_lab.errors import ConfigError, build_node, build_nodes, run_guarded
 from alexnet_lab.files import sha256, write_json
 from alexnet_lab.module import Classifier
 from alexnet_lab.runs import subset
@@ -54,6 +54,9 @@ def restore(cfg: DictConfig) -> Restored:
 def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     cli.check_override_types(cfg)
     log.info("run dir: %s", run_dir)
+    given = Path(cfg.ckpt_path).expanduser().resolve()
+    digest = sha256(given) if given.is_file() else None  # before it is read: the bytes tested, checked again after
+    size = given.stat().st_size if given.is_file() else None
     ckpt_path, ckpt, module, model_cfg, data_cfg = restore(cfg)
     trainer = build_node(
         cfg, "trainer", callbacks=build_nodes(cfg, "callbacks"), logger=build_nodes(cfg, "logger") or False
@@ -61,10 +64,14 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     start = time.perf_counter()
     datamodule = build_node(OmegaConf.create({"data": data_cfg}), "data")
     trainer.test(module, datamodule=datamodule, verbose=False)
+    if sha256(ckpt_path) != digest:
+        raise ConfigError(f"checkpoint {ckpt_path} changed while it was tested (is its run still training?); "
+                          "evaluate it again once nothing writes it")  # fmt: skip
     record = {
         "status": "finished",
         "ckpt_path": str(ckpt_path),
-        "ckpt_sha256": sha256(ckpt_path),  # which weights, whatever the file is called now (the report matches on it)
+        "ckpt_sha256": digest,  # which weights, whatever the file is called now (the report matches on it)
+        "ckpt_bytes": size,  # its size: the report hashes a job's last.ckpt only when the sizes agree
         "run_dir": str(run_dir),
         "overrides": list(HydraConfig.get().overrides.task),
         "seconds": round(time.perf_counter() - start, 2),

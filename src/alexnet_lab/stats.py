@@ -9,6 +9,7 @@ import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
+import numpy as np
 from scipy import stats
 
 LEVEL = 0.95  # confidence level of every interval
@@ -149,8 +150,10 @@ class Claim:
         return math.log(self.value) if self.ratio else self.value
 
     def effect_text(self, x: float) -> str:
-        """A value on the verdict's scale as the claim's unit reads it: +0.40 points, 5.2x."""
-        return f"{math.exp(x):.3g}x" if self.ratio else f"{x:+.2f} points"
+        """A value on the verdict's scale as the claim's unit reads it: +0.40 points, +0.0031 points, 5.2x."""
+        if self.ratio:
+            return f"{math.exp(x):.3g}x"
+        return f"{x:+.2f} points" if abs(x) >= 0.01 or x == 0 else f"{x:+.2g} points"
 
     @property
     def band(self) -> tuple[float, float]:
@@ -164,16 +167,20 @@ class Claim:
         return f"{self.value:g}{unit} ± {self.tolerance:g}"
 
 
-SEEDS_CAP = 10_000  # seeds_needed looks no further
+SEEDS_CAP = 10_000  # the seed counts below look no further
+POWER = 0.8  # the chance a planned number of seeds gives of excluding no effect, when the effect is as assumed
 
 
-def half_width(interval: Interval, n: int) -> float:
-    """The half-width of the interval's kind with ``n`` seeds per variant at its observed spread (t quantiles)."""
+def _half_widths(interval: Interval, ns: np.ndarray, power: float = 0.5) -> np.ndarray:
+    """For each seed count in ``ns`` (per variant) at the interval's observed spread: the t interval's half-width,
+    plus, for ``power`` above one half, the margin that gives that chance of the estimate landing far enough out."""
     if interval.method == "paired t":
-        return stats.t.ppf(0.5 + LEVEL / 2, n - 1) * interval.spreads[0] / math.sqrt(n)
-    va, vb = (s**2 / n for s in interval.spreads)
-    df = (va + vb) ** 2 / ((va**2 + vb**2) / (n - 1)) if va + vb else n - 1
-    return stats.t.ppf(0.5 + LEVEL / 2, df) * math.sqrt(va + vb)
+        df, se = ns - 1, interval.spreads[0] / np.sqrt(ns)
+    else:
+        va, vb = (s**2 / ns for s in interval.spreads)
+        df = np.where(va + vb > 0, (va + vb) ** 2 / np.maximum((va**2 + vb**2) / (ns - 1), 1e-300), ns - 1)
+        se = np.sqrt(va + vb)
+    return (stats.t.ppf(0.5 + LEVEL / 2, df) + stats.t.ppf(power, df)) * se
 
 
 def seeds_needed(interval: Interval, gap: float, cap: int = SEEDS_CAP) -> int | None:
@@ -183,34 +190,47 @@ def seeds_needed(interval: Interval, gap: float, cap: int = SEEDS_CAP) -> int | 
     if any(math.isnan(s) for s in interval.spreads) or target == 0 or interval.censored:
         return None
     floor = max(interval.resolution)
-    for n in range(2, cap + 1):
-        if max(half_width(interval, n), floor) < target:
-            return max(n, interval.n + 1)  # never fewer seeds than already ran
-        if floor >= target:
-            return None
-    return cap
+    if floor >= target:
+        return None
+    ns = np.arange(2, cap + 1)
+    under = np.flatnonzero(_half_widths(interval, ns) < target)
+    return max(int(ns[under[0]]), interval.n + 1) if under.size else cap  # never fewer seeds than already ran
 
 
 def _seeds_to_exclude_none(interval: Interval, claim: Claim) -> str:
-    """How many seeds an interval around an effect of the claim's size, and of the measured size, would need to
-    exclude no effect at the observed spread (its half-width under that effect's distance from no effect)."""
+    """What more seeds could do when the claim's band reaches no effect: for an effect of the claim's central size
+    and of the measured size, the seeds per variant that give an 80 % chance of an interval excluding no effect at
+    the observed spread (t quantiles, the spread taken as known), or that an interval as wide as this one already
+    would."""
     if any(math.isnan(s) for s in interval.spreads) or interval.censored:
         return ""
-    cases = []
-    for effect, what in ((claim.centre, "if the effect is the claim's"), (interval.estimate, "if it is the measured")):
-        distance = abs(effect - claim.none)
+    floor = max(interval.resolution)
+    planned, already = [], []
+    for effect, what in (
+        (claim.centre, "if the effect is the claim's"),
+        (interval.estimate, "if the effect is the measured"),
+    ):
+        distance, shown = abs(effect - claim.none), f"{what} {claim.effect_text(effect)}"
+        near = interval.estimate - interval.low if effect > claim.none else interval.high - interval.estimate
         if distance == 0:
-            continue
-        if max(half_width(interval, interval.n), *interval.resolution) < distance:
-            cases.append(f"the {interval.n} already run would, {what} {claim.effect_text(effect)}")
-        elif needed := seeds_needed(interval, 2 * distance):
-            about = "more than" if needed >= SEEDS_CAP else "about"
-            cases.append(f"{about} {needed} {what} {claim.effect_text(effect)}")
-    if not cases:
-        return ""
-    spreads = [f"{s:.2g}" for s in interval.spreads]
-    spread = f"sd of the paired differences {spreads[0]}" if len(spreads) == 1 else f"sds {' / '.join(spreads)}"
-    return f"; at the observed spread ({spread}), seeds per variant to exclude no effect: " + ", ".join(cases)
+            planned.append(f"no number of seeds {shown}")
+        elif near < distance:
+            if interval.holds(effect):  # else the verdict says that the interval excludes it, which says more
+                already.append(f"an interval as wide as this one would already exclude no effect {shown}")
+        elif floor >= distance:
+            planned.append(f"no number of seeds {shown} (the measurement resolves {floor:.2g} at best)")
+        else:
+            ns = np.arange(2, SEEDS_CAP + 1)
+            enough = np.flatnonzero(_half_widths(interval, ns, POWER) < distance)
+            planned.append(f"about {ns[enough[0]]:,} {shown}" if enough.size else f"more than {SEEDS_CAP:,} {shown}")
+    text = ""
+    if planned:
+        spreads = [f"{s:.2g}" for s in interval.spreads]
+        spread = (f"sd of the paired differences {spreads[0]}, from {interval.n} pairs" if len(spreads) == 1
+                  else f"sds {' / '.join(spreads)}")  # fmt: skip
+        text += (f"; at the observed spread ({spread}), seeds per variant for an {POWER * 100:.0f} % chance of an "
+                 "interval that excludes no effect: " + ", ".join(planned))  # fmt: skip
+    return text + "".join(f"; {line}" for line in already)
 
 
 @dataclass(frozen=True)
@@ -252,9 +272,12 @@ def verdict(interval: Interval, claim: Claim) -> Verdict:
         more = ("the claim's band reaches no effect (its figures are too coarse to tell a small effect from none), "
                 "so only an interval that excludes no effect can decide it")  # fmt: skip
         more += _seeds_to_exclude_none(interval, claim)
-        if not interval.holds(claim.centre):  # what it does tell: the effect is not the claim's figure itself
-            side, bound = ("under", interval.high) if interval.high < claim.centre else ("over", interval.low)
-            more += f"; it does exclude the claim's figure itself: an effect, if any, {side} {claim.effect_text(bound)}"
+        if not interval.holds(claim.centre):  # what it does tell: the effect is not the claim's central figure
+            toward_none = (interval.high < claim.centre) == (claim.centre > claim.none)
+            end = interval.high if interval.high < claim.centre else interval.low
+            more += (f"; it does exclude the claim's central figure ({claim.effect_text(claim.centre)}): the effect, if "
+                     f"any, is {'smaller' if toward_none else 'larger'} in size (the interval ends at "
+                     f"{claim.effect_text(end)})")  # fmt: skip
     elif (needed := seeds_needed(interval, gap)) is not None:
         more = f"about {needed} seeds per variant would bring the interval's half-width under half the gap"
     else:

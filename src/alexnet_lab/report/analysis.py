@@ -336,7 +336,8 @@ def parse_claims(raw: Any) -> list[Claim]:
         value, tolerance = item["value"], item.get("tolerance", 0.0)
         numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and abs(v) < 1e6
                       for v in (value, tolerance))  # fmt: skip
-        if numbers and tolerance >= 0 and item["metric"] in ("top1", "top5", "speedup"):
+        ratio_ok = item["metric"] != "speedup" or (numbers and value > 0)  # a ratio is positive: its log is its scale
+        if numbers and tolerance >= 0 and ratio_ok and item["metric"] in ("top1", "top5", "speedup"):
             claims.append(Claim(str(item["dataset"]), str(item["metric"]), float(value), float(tolerance),
                                 str(item.get("source", "not recorded")), str(item.get("text", ""))))  # fmt: skip
     return claims

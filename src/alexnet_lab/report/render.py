@@ -174,7 +174,11 @@ def to_markdown(report: Report) -> str:
         compared = f" Δ is each row minus the first ({base}), as above." if len(report.rows) > 1 else ""
     finished = [j for row in report.rows for j in row.finished]
     validated = not finished or any("val/top1_err" in j.final for j in finished)  # none finished: not known yet
-    twice = not imagenet and val_is_test(report)  # val/* is the test split again: the same figures, not shown twice
+    on_test = not imagenet and val_is_test(report)  # val/* is the test split again
+    chosen = [j for j in finished if j.tested == "chosen"] if on_test else []  # tested weights chosen on test
+    twice = on_test and all(j.tested == "final" for j in finished)  # the same figures as test/*: not shown twice
+    if on_test and not twice:
+        val_split = "test split again (val/*: every training image trains)"
     on_val = f" and the {val_split} ({report.protocols.get('val', 'one view')})" if validated else (
         " (no validation pass: val/* is empty)")  # fmt: skip
     tested = report.protocols.get("test", "one view")
@@ -193,6 +197,12 @@ def to_markdown(report: Report) -> str:
         ),
         "",
     ]
+    if chosen:
+        warning = (f"**{len(chosen)} of {len(finished)} finished runs tested a checkpoint chosen on val/*, which is "
+                   "the test split here** (test_ckpt=best with data.val_size=0, which alexnet-train refuses since "
+                   "2026-12-02): their test errors are optimistic. Test each run's final weights instead: "
+                   "`alexnet-eval ckpt_path=<job>/checkpoints/last.ckpt`.")  # fmt: skip
+        lines += [warning, ""]
     mark = report.ablation.get("milestone")
     references = any(row.reference for row in report.rows)
     header = ["variant", "finished / started", *(ERROR_NAMES[m] for m in errors), "Δ test top-1", "Δ test top-5",

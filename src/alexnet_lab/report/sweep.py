@@ -54,6 +54,9 @@ class Job:
     experiment: str | None = None  # the experiment config it ran (Hydra's choice)
     test_images: int | None = None  # images in the test split it was tested on
     val_split: str | None = None  # what its val/* metrics were measured on (metrics.json's data.val_split)
+    tested: str = (
+        ""  # which weights its test figures are of: "final", "chosen" (a checkpoint picked on val/*), "" unknown
+    )
     milestone_resolution: float = 0.0  # epochs within which its milestone crossing is known (one batch, or window)
     subset: dict[str, Any] = field(default_factory=dict)  # trainer limits that made it see part of its data (debug)
     divisors: dict[str, tuple[float, float]] = field(default_factory=dict)  # LRN layer -> (median, p99) divisor
@@ -157,9 +160,33 @@ def _milestone_resolution(record: dict[str, Any], config: dict[str, Any]) -> flo
     return 0.0
 
 
+def _tested(test_ckpt: Any) -> str:
+    """Which weights a run's test figures are of, from metrics.json's ``test_ckpt``: "final" (that phrase, or its
+    last.ckpt), "chosen" (another checkpoint: the one that did best on val/*), "" (not recorded)."""
+    if not isinstance(test_ckpt, str):
+        return ""
+    return "final" if test_ckpt == "weights at the end of training" or test_ckpt.endswith("last.ckpt") else "chosen"
+
+
 # where `alexnet-eval ckpt_path=<job>/checkpoints/last.ckpt hydra.run.dir=<job>/eval` writes its record
 EVALUATED = "eval/metrics.json"
 LAST = "checkpoints/last.ckpt"
+MAX_HASHED = 8 << 30  # bytes: the largest last.ckpt the report hashes (ImageNet AlexNet with momentum: about 0.5 GB)
+
+
+def _tested_these_bytes(evaluated: dict[str, Any], last: Path) -> bool:
+    """Whether an eval record tested the bytes of ``last`` as they are now: same size (at most MAX_HASHED: the
+    report hashes files from elsewhere), same SHA-256; never through a link."""
+    digest, size = evaluated.get("ckpt_sha256"), evaluated.get("ckpt_bytes")
+    if not (isinstance(digest, str) and isinstance(size, int) and not isinstance(size, bool) and size <= MAX_HASHED):
+        return False
+    try:
+        if last.parent.is_symlink() or not last.is_file() or last.is_symlink() or last.lstat().st_size != size:
+            return False
+        return sha256(last) == digest
+    except OSError as err:
+        log.warning("%s is unreadable (%s); its eval record's LRN divisors are not shown", last, err)
+        return False
 
 
 def _divisors(path: Path, record: dict[str, Any]) -> tuple[dict[str, tuple[float, float]], str]:
@@ -168,17 +195,15 @@ def _divisors(path: Path, record: dict[str, Any]) -> tuple[dict[str, tuple[float
     monitor: runs made before 2026-12-02 logged none under compile, or a fixed-stride sample), else its validation
     after the last epoch (``lrn/*``), else its test pass (``test/lrn/*``). Nothing if none of them has both figures
     of a layer. An eval record counts only if it tested the bytes of the job's ``last.ckpt`` as they are now (its
-    ``ckpt_sha256``): one that is a link, unreadable, partial, of other weights, or older than the job's last
-    training (a job resumed or re-run in place) is passed over."""
+    ``ckpt_bytes`` and ``ckpt_sha256``): one that is a link, unreadable, partial, of other weights, or older than
+    the job's last training (a job resumed or re-run in place) is passed over."""
     sources = []
     evaluated, last = path / EVALUATED, path / LAST
     try:
         other = None if evaluated.parent.is_symlink() else read_record(evaluated)  # None: none, a link, not JSON
         same_weights = (
             other is not None and record.get("status") == "finished" and other.get("status") == "finished"
-            and not other.get("subset") and isinstance(other.get("ckpt_sha256"), str)
-            and not last.parent.is_symlink() and last.is_file() and not last.is_symlink()
-            and other["ckpt_sha256"] == sha256(last)
+            and not other.get("subset") and _tested_these_bytes(other, last)
         )  # fmt: skip
         if same_weights and isinstance(other.get("final"), dict):
             sources.append((other["final"], "test/lrn/", "the test images, its final weights (alexnet-eval)"))
@@ -245,6 +270,7 @@ def _read_job(path: Path) -> Job:
             experiment=experiment,
             test_images=data.get("test_images") if isinstance(data.get("test_images"), int) else None,
             val_split=str(data["val_split"]) if data.get("val_split") else None,
+            tested=_tested(record.get("test_ckpt")),
             milestone_resolution=_milestone_resolution(record, config),
             subset={str(k): v for k, v in record["subset"].items() if isinstance(v, (bool, int, float, str))}
             if isinstance(record.get("subset"), dict)
