@@ -97,6 +97,37 @@ def test_corrupt_archive_is_one_line(cli_env: dict, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    "overrides",
+    [
+        ["experiment=cudaconvnet_18pct"],  # cuda-convnet's protocol: val/* only printed, the final weights tested
+        ["experiment=tutorial_cifar10"],
+        ["data.val_size=0", "scheduler=none", "test=false"],  # nothing tested: no checkpoint chosen
+        ["data.val_size=0", "scheduler=none", "callbacks.model_checkpoint=null"],  # no best kept: the final tested
+        ["data.val_size=0", "scheduler=none", "test_ckpt=last", "+callbacks.odd=1"],  # not a node: build says so
+        ["hparams_search=cudaconvnet_optuna"],  # a single run of the search's config chooses nothing
+    ],
+)
+def test_runs_that_choose_nothing_on_the_test_split_are_not_refused(overrides: list[str], composed) -> None:
+    from alexnet_lab.runs import check_nothing_chosen_on_test
+
+    check_nothing_chosen_on_test(composed(*overrides), searching=False)
+
+
+def test_an_optuna_search_on_the_test_split_is_refused_before_any_trial(cli_env: dict, tmp_path: Path) -> None:
+    """In a job the refusal would only fail that trial (and Optuna 2.10 then stops on the failed trial's value):
+    the sweep's own process refuses it first, in one line, and no job dir is made."""
+    proc = run_cli("alexnet-train", "-m", "hparams_search=cudaconvnet_optuna", "data.val_size=0", "test_ckpt=last",
+                   "scheduler=none", f"hydra.sweep.dir={tmp_path / 'sweep'}", env=cli_env, cwd=tmp_path,
+                   check=False)  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "error: the Optuna search minimises optimized_metric=val/top1_err_best, which with data.val_size=0 is the "
+        "test split: it would tune on test; hold out a validation split (data.val_size>0)"
+    )
+    assert not list((tmp_path / "sweep").glob("*/.hydra"))  # no trial started
+
+
+@pytest.mark.parametrize(
     "overrides, message",
     [
         (["optimizer.lr=-1"], "optimizer.lr=-1: Invalid learning rate: -1"),
@@ -106,14 +137,25 @@ def test_corrupt_archive_is_one_line(cli_env: dict, tmp_path: Path) -> None:
         (["trainer.devices=2", "data.batch_size=3"], "data.batch_size=3 (the global batch) does not split over 2"),
         (["model=alexnet"], "model AlexNet cannot take the data's 32x32 images ("),
         # val/* is the test split: choosing on it would report an optimistic test error
-        (["data.val_size=0"], "test_ckpt=best with data.val_size=0 tests the epoch that did best on the test split"),
+        (["data.val_size=0", "scheduler=none"], "test_ckpt=best with data.val_size=0 tests the epoch that did best on"),
+        (["data.val_size=0", "test_ckpt=last"], "scheduler=plateau lowers the learning rate when val/top1_err stops"),
         (
-            ["data.val_size=0", "test_ckpt=last", "callbacks=[default,early_stopping]"],
+            ["data.val_size=0", "test_ckpt=last", "scheduler=none", "callbacks=[default,early_stopping]"],
             "callbacks.early_stopping stops on val/top1_err, which with data.val_size=0 is the test split",
         ),
         (
-            ["hparams_search=cudaconvnet_optuna", "hydra.mode=MULTIRUN", "data.val_size=0", "test_ckpt=last"],
+            [
+                "hparams_search=cudaconvnet_optuna",
+                "hydra.mode=MULTIRUN",
+                "data.val_size=0",
+                "test_ckpt=last",
+                "scheduler=none",
+            ],
             "the Optuna search minimises optimized_metric=val/top1_err_best, which with data.val_size=0 is the test",
+        ),
+        (
+            ["hparams_search=cudaconvnet_optuna", "hydra.mode=MULTIRUN", "optimized_metric=test/top1_err"],
+            "the Optuna search minimises optimized_metric=test/top1_err: it would tune on the test split",
         ),
     ],
 )

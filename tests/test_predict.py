@@ -109,6 +109,14 @@ def test_eval_records_the_bytes_it_tested_and_refuses_a_checkpoint_that_changed(
                               "it again once nothing writes it")  # fmt: skip
     assert not (tmp_path / "again" / "metrics.json").exists()
 
+    def unreadable(path: Path) -> str:  # what a checkpoint without read permission raises (tests run as root)
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("alexnet_lab.eval.sha256", unreadable)
+    with hydra_task("eval", overrides, tmp_path / "denied") as cfg, pytest.raises(errors.ConfigError) as err:
+        evaluate(cfg, tmp_path / "denied")
+    assert str(err.value) == f"checkpoint {ckpt} is unreadable (Permission denied); pick another file"
+
 
 def test_figure_4_for_a_cifar_checkpoint(lab: dict) -> None:
     out = predict_in_process(lab["tmp"], "figure4", lab["ckpt"], "predict.images=8", "predict.queries=3",

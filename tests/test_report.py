@@ -307,7 +307,11 @@ def test_the_projects_own_claims_are_used_and_old_sweeps_still_read(tmp_path: Pa
 
 def test_val_columns_are_shown_only_when_val_is_another_split(tmp_path: Path) -> None:
     """With data.val_size=0 the runs' val/* is the test split again (cuda-convnet's protocol): the same figures, so
-    the table shows them once and says why; a held-out split keeps its own columns."""
+    the table shows them once and says why, unless a run chose with them (tested a chosen checkpoint, stopped early
+    or followed them with its learning rate): then they are shown and those runs listed. A held-out split keeps its
+    own columns."""
+    from omegaconf import OmegaConf
+
     jobs = [({"model": m, "seed": s}, {"test/top1_err": 20.0 + s + (m == "none"), "test/top5_err": 1.0,
                                         "val/top1_err": 30.0 + s, "val/top5_err": 2.0}, 140)
             for m in ("base", "none") for s in (1, 2)]  # fmt: skip
@@ -332,13 +336,40 @@ def test_val_columns_are_shown_only_when_val_is_another_split(tmp_path: Path) ->
     first.write_text(json.dumps({**json.loads(first.read_text()), "test_ckpt": "/x/checkpoints/epoch037.ckpt"}))
     chosen = to_markdown(build_report(sweep))
     assert "| model=base (baseline) | 2 / 2 | 21.50 ± 0.71 | 1.00 ± 0.00 | 31.50 ± 0.71 | 2.00 ± 0.00 | - |" in chosen
-    assert "**1 of 4 finished runs tested a checkpoint chosen on val/*, which is the test split here**" in chosen
+    assert "**1 of 4 finished runs chose with val/*, which is the split reported as test here: their test " in chosen
+    assert "- `0_model-base_seed-1`: tested epoch037.ckpt, not its final weights\n" in chosen
     assert "never used to choose" not in chosen
+    # a run whose config stopped early on val/* and followed it with its learning rate chose on test too
+    first.write_text(json.dumps({**json.loads(first.read_text()), "test_ckpt": "weights at the end of training"}))
+    config_file = next(sweep.glob("1_*")) / ".hydra" / "config.yaml"
+    config = OmegaConf.load(config_file)
+    config.callbacks = {"early_stopping": {"_target_": "lightning.pytorch.callbacks.EarlyStopping",
+                                           "monitor": "val/top1_err"}}  # fmt: skip
+    config.scheduler = {"_target_": "torch.optim.lr_scheduler.ReduceLROnPlateau", "_partial_": True}
+    OmegaConf.save(config, config_file)
+    followed = to_markdown(build_report(sweep))
+    assert ("- `1_model-base_seed-2`: stopped early on val/top1_err (callbacks.early_stopping); lowered its learning "
+            "rate when val/top1_err stopped improving (ReduceLROnPlateau)") in followed  # fmt: skip
+    assert "val top-1" in followed and "never used to choose" not in followed
+    config_file.write_text(OmegaConf.to_yaml(OmegaConf.masked_copy(config, ["data", "ablation", "budget"])))
     # a run that does not say which weights it tested: val/* shown, no claim either way
     first.write_text(json.dumps({k: v for k, v in json.loads(first.read_text()).items() if k != "test_ckpt"}))
     unknown = to_markdown(build_report(sweep))
     assert "| 31.50 ± 0.71 | 2.00 ± 0.00 |" in unknown and "and the test split again (val/*: every training" in unknown
-    assert "never used to choose" not in unknown and "chosen on val/*" not in unknown
+    assert "never used to choose" not in unknown and "chose with val/*" not in unknown
+    # ImageNet without a minival (data.minival_per_class=0): val/* is the val split reported, and the paper's plateau
+    # schedule follows it
+    for job in sweep.glob("*_seed-*"):
+        config = OmegaConf.load(job / ".hydra" / "config.yaml")
+        config.data = {"_target_": "alexnet_lab.data.ImageNetDataModule", "minival_per_class": 0}
+        config.scheduler = {"_target_": "torch.optim.lr_scheduler.ReduceLROnPlateau"}
+        OmegaConf.save(config, job / ".hydra" / "config.yaml")
+        record = json.loads((job / "metrics.json").read_text())
+        record["data"]["val_split"] = "the val split val/ (50000 images), one centre crop"
+        (job / "metrics.json").write_text(json.dumps(record))
+    imagenet = to_markdown(build_report(sweep))
+    assert "and the ILSVRC-2012 val split again (val/*: no minival held out)" in imagenet
+    assert "**4 of 4 finished runs chose with val/*, which is the split reported as test here" in imagenet
 
 
 def test_small_budget_says_first_that_it_cannot_decide(tmp_path: Path) -> None:
@@ -368,7 +399,9 @@ def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def test_lrn_divisors_come_from_the_run_or_from_an_eval_of_its_final_weights(tmp_path: Path) -> None:
+def test_lrn_divisors_come_from_the_run_or_from_an_eval_of_its_final_weights(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A job's divisors come from an alexnet-eval run into <job>/eval if it tested the bytes of the job's last.ckpt
     as they are now (size and digest), else from the run's own validation figures: an eval of other weights, one that
     names no digest (made before 2026-12-02), one whose job trained on since, one that states another size, or one
@@ -396,7 +429,13 @@ def test_lrn_divisors_come_from_the_run_or_from_an_eval_of_its_final_weights(tmp
     (job_dir(6) / "checkpoints" / "last.ckpt").write_text("weights 9")  # trained on since: same size, other bytes
     shutil.move(job_dir(7) / "checkpoints", tmp_path / "folder")
     (job_dir(7) / "checkpoints").symlink_to(tmp_path / "folder")  # the folder a link
+    from alexnet_lab.report import sweep as sweep_module
+
+    hashed: list[str] = []
+    monkeypatch.setattr(sweep_module, "sha256", lambda path: hashed.append(path.parents[1].name[-1]) or sha256_text(
+        path.read_text()))  # fmt: skip
     report = build_report(sweep)
+    assert sorted(hashed) == ["1", "2", "3", "6"]  # not 4 (no digest), 5 and 7 (links) or 8 (another size)
     assert sorted((j.seed, j.divisors, j.divisors_from.split(",")[0]) for j in report.rows[0].jobs) == [
         (1, {"rnorm1": (1.3, 2.0)}, "the test images"),  # measured on purpose: before the run's own figures
         (2, {"rnorm1": (1.3, 2.0)}, "the test images"),

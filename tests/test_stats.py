@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import statistics
 
+import numpy as np
 import pytest
 from scipy import stats
 
@@ -130,39 +131,50 @@ def test_a_band_that_reaches_no_effect_cannot_be_told_from_none() -> None:
     assert verdict(interval(2.2, 3.0), coarse).label == "larger"
 
 
+def exact_power(effect: float, sd: float, ks: np.ndarray) -> np.ndarray:
+    """A paired t test's chance of rejecting no effect on the effect's side, exactly (noncentral t)."""
+    se = sd / np.sqrt(ks)
+    return stats.nct.sf(stats.t.ppf(0.975, ks - 1), ks - 1, effect / se)
+
+
 def test_a_band_that_reaches_no_effect_says_how_many_seeds_would_exclude_it() -> None:
     """The LRN sweep's first two pairs (no LRN - 18pct, test top-1): at their spread, the seeds per variant that give
-    an 80 % chance of an interval excluding no effect if the effect is the claim's +1 point, or the measured +0.05."""
+    an 80 % chance of an interval excluding no effect if the effect is the claim's +1 point or the measured +0.05,
+    the chance the two pairs had, and the seeds needed if the spread is at its 80 % upper confidence bound (one
+    degree of freedom): checked against the exact power of a paired t test."""
     coarse = Claim("cifar10", "top1", 1.0, 1.0, "whole percents")
     measured = paired_interval([19.43, 20.23], [19.83, 19.73])
     sd = statistics.stdev([19.43 - 19.83, 20.23 - 19.73])
+    ks = np.arange(2, 3000)
+    upper = sd * math.sqrt(1 / stats.chi2.ppf(0.2, 1))
 
-    def first(effect: float) -> int:  # power of a paired t test: t_0.975 + t_0.80 standard errors under the effect
-        return next(k for k in range(2, 10_000) if (stats.t.ppf(0.975, k - 1) + stats.t.ppf(0.8, k - 1)) * sd
-                    / math.sqrt(k) < effect)  # fmt: skip
+    def first(effect: float, spread: float) -> int:
+        return int(ks[np.flatnonzero(exact_power(effect, spread, ks) >= 0.8)[0]])
 
-    assert (first(1.0), first(0.05)) == (6, 1274)
+    assert (first(1.0, sd), first(1.0, upper), first(0.05, sd)) == (6, 52, 1274)
+    assert round(float(exact_power(1.0, sd, np.array([2]))[0]) * 100) == 14
     assert verdict(measured, coarse).sentence.endswith(
         "at the observed spread (sd of the paired differences 0.64, from 2 pairs), seeds per variant for an 80 % "
-        "chance of an interval that excludes no effect: about 6 if the effect is the claim's +1.00 points, about "
-        "1,274 if the effect is the measured +0.05 points"
+        "chance of an interval that excludes no effect: about 6 if the effect is the claim's +1.00 points (the 2 so "
+        "far: 14 %), 52 if the spread is at its 80 % upper bound; about 1,274 if the effect is the measured +0.05 "
+        "points (the 2 so far: 3 %), more than 10,000 if the spread is at its 80 % upper bound"
     )
-    # five tight pairs, [-0.10, +0.30]: they exclude the claim's central +1 point, and say so instead
+    # five tight pairs, [-0.10, +0.30]: they exclude the claim's central +1 point, and say where the interval ends
     tight = verdict(paired_interval([20.1, 20.3, 19.9, 20.2, 20.0], [20.0] * 5), coarse).sentence
-    assert tight.startswith("inconclusive") and "if the effect is the claim's" not in tight
-    assert tight.endswith("it does exclude the claim's central figure (+1.00 points): the effect, if any, is smaller "
-                          "in size (the interval ends at +0.30 points)")  # fmt: skip
-    # [-0.1, +1.1] holds both; as wide around +1 it would not hold no effect
-    wide = verdict(Interval(0.5, -0.1, 1.1, "paired t", 3, (0.3,)), coarse).sentence
-    assert wide.endswith("an interval as wide as this one would already exclude no effect if the effect is the "
-                         "claim's +1.00 points")  # fmt: skip
-    # widened to a resolution of 1.1 below the estimate: that width counts, not the narrow t interval's
-    widened = verdict(Interval(0.5, -0.6, 1.1, "paired t", 3, (0.01,), resolution=(1.1, 0.6)), coarse).sentence
-    assert widened.startswith("inconclusive") and "would already" not in widened
+    assert tight.startswith("inconclusive")
+    assert tight.endswith("it does exclude the claim's central figure (+1.00 points): the effect is below +0.30 "
+                          "points, where the interval ends")  # fmt: skip
+    # a resolution of 0.9 below the estimate: the estimate itself must clear it, which takes far more seeds
+    coarse_measure = Interval(0.5, -0.5, 1.5, "paired t", 6, (1.0,), resolution=(0.9, 0.9))
+    sentence = verdict(coarse_measure, coarse).sentence
+    assert "about 72 if the effect is the claim's +1.00 points" in sentence  # se <= 0.1 / z(0.8) = 0.119: n >= 71
+    assert "no number of seeds if the effect is the measured +0.50 points (the measurement resolves 0.9 at best)" in (
+        sentence
+    )
     # a negative claim (the variant errs less), on the other side of no effect
     fewer = Claim("cifar10", "top1", -1.0, 1.0, "whole percents")
     negative = verdict(paired_interval([19.9, 20.1, 19.8, 20.0, 19.95], [20.0] * 5), fewer).sentence
-    assert negative.endswith("the effect, if any, is smaller in size (the interval ends at -0.19 points)")
+    assert negative.endswith("the effect is above -0.19 points, where the interval ends")
     # an estimate of exactly no effect: no number of seeds; none without a spread
     zero = verdict(paired_interval([20.2, 19.8, 20.0], [20.0] * 3), coarse).sentence
     assert "no number of seeds if the effect is the measured +0.00 points" in zero
@@ -172,28 +184,22 @@ def test_a_band_that_reaches_no_effect_says_how_many_seeds_would_exclude_it() ->
 def test_seeds_to_exclude_no_effect_on_a_ratio_and_under_welch() -> None:
     """A speedup claim is judged on the log scale and shown as a ratio; runs of unequal seeds use Welch's df."""
     six = Claim("cifar10", "speedup", 6.0, 5.0, "a figure read off a plot")  # 1x to 11x: reaches no effect
-    ratio = Interval(math.log(1.5), math.log(0.9), math.log(2.5), "paired t", 3, (0.3,))
+    ratio = Interval(math.log(1.5), math.log(0.9), math.log(2.5), "paired t", 6, (0.3,))
     sentence = verdict(ratio, six).sentence
-    assert "if the effect is the measured 1.5x" in sentence and "(6.00x)" not in sentence
-    assert "it does exclude the claim's central figure (6x): the effect, if any, is smaller in size (the interval " \
-        "ends at 2.5x)" in sentence  # fmt: skip
-    n = next(k for k in range(2, 999) if (stats.t.ppf(0.975, k - 1) + stats.t.ppf(0.8, k - 1)) * 0.3 / math.sqrt(k)
-             < math.log(1.5))  # fmt: skip
+    assert (
+        "it does exclude the claim's central figure (6x): the effect is below 2.5x, where the interval ends" in sentence
+    )
+    ks = np.arange(2, 999)
+    n = int(ks[np.flatnonzero(exact_power(math.log(1.5), 0.3, ks) >= 0.8)[0]])
     assert f"about {n} if the effect is the measured 1.5x" in sentence
     welch = welch_interval([20.5, 21.5, 20.0], [20.0, 20.5, 19.5, 20.2, 20.1, 19.9, 20.3, 20.0, 19.8, 20.4])
     sa, sb = welch.spreads
-
-    def welch_n(effect: float) -> int:
-        for k in range(2, 999):
-            va, vb = sa**2 / k, sb**2 / k
-            df = (va + vb) ** 2 / ((va**2 + vb**2) / (k - 1))
-            if (stats.t.ppf(0.975, df) + stats.t.ppf(0.8, df)) * math.sqrt(va + vb) < effect:
-                return k
-        raise AssertionError
-
+    va, vb = sa**2 / ks, sb**2 / ks
+    df = (va + vb) ** 2 / ((va**2 + vb**2) / (ks - 1))  # Welch-Satterthwaite, k runs a side
+    power = stats.nct.sf(stats.t.ppf(0.975, df), df, 1.0 / np.sqrt(va + vb))
     sentence = verdict(welch, Claim("cifar10", "top1", 1.0, 1.0, "whole percents")).sentence
     assert f"(sds {sa:.2g} / {sb:.2g}), seeds per variant" in sentence
-    assert f"about {welch_n(1.0)} if the effect is the claim's +1.00 points" in sentence
+    assert f"about {ks[np.flatnonzero(power >= 0.8)[0]]} if the effect is the claim's +1.00 points" in sentence
     # a measured effect too small for the cap of seeds
     tiny = verdict(paired_interval([20.001, 20.3, 19.7], [20.0] * 3), Claim("cifar10", "top1", 1.0, 1.0, "x"))
     assert "more than 10,000 if the effect is the measured +0.00033 points" in tiny.sentence

@@ -55,8 +55,11 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     cli.check_override_types(cfg)
     log.info("run dir: %s", run_dir)
     given = Path(cfg.ckpt_path).expanduser().resolve()
-    digest = sha256(given) if given.is_file() else None  # before it is read: the bytes tested, checked again after
-    size = given.stat().st_size if given.is_file() else None
+    try:  # before it is read: the bytes tested, checked again after
+        digest, size = (sha256(given), given.stat().st_size) if given.is_file() else (None, None)
+    except OSError as err:
+        raise ConfigError(f"checkpoint {given} is unreadable ({err.strerror or type(err).__name__}); pick another "
+                          "file") from err  # fmt: skip
     ckpt_path, ckpt, module, model_cfg, data_cfg = restore(cfg)
     trainer = build_node(
         cfg, "trainer", callbacks=build_nodes(cfg, "callbacks"), logger=build_nodes(cfg, "logger") or False
@@ -64,7 +67,7 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     start = time.perf_counter()
     datamodule = build_node(OmegaConf.create({"data": data_cfg}), "data")
     trainer.test(module, datamodule=datamodule, verbose=False)
-    if sha256(ckpt_path) != digest:
+    if not ckpt_path.is_file() or sha256(ckpt_path) != digest:
         raise ConfigError(f"checkpoint {ckpt_path} changed while it was tested (is its run still training?); "
                           "evaluate it again once nothing writes it")  # fmt: skip
     record = {

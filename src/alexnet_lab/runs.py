@@ -168,12 +168,56 @@ class RunDirGuard(Callback):
             _check_free(run_dir)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:  # here, once, before any job: in a job the error would only fail that trial
+            check_nothing_chosen_on_test(config, searching=optuna_sweeper(config.hydra))
+        except ConfigError as err:
+            _refuse(str(err))
         sweep = Path(str(config.hydra.sweep.dir))  # may itself be a link (a sweep kept on scratch): its jobs may not
         _check_writable(sweep.parent)
         print(f"sweep dir: {sweep} (alexnet-report {sweep} when it is done)", flush=True)
         for job in sorted(sweep.iterdir()) if sweep.is_dir() else []:
             if job.is_dir() or job.is_symlink():  # a job dir of an earlier start of the same sweep
                 _check_links(job)
+
+
+def optuna_sweeper(hydra_cfg: DictConfig) -> bool:
+    """Whether Hydra's sweeper is Optuna's: a multirun that searches, minimising ``optimized_metric``."""
+    return "optuna" in str(OmegaConf.select(hydra_cfg, "sweeper._target_", default="")).lower()
+
+
+def check_nothing_chosen_on_test(cfg: DictConfig, searching: bool) -> None:
+    """Nothing may be chosen on the test split: an Optuna search minimising a test/* metric, and, with
+    ``data.val_size=0`` (val/* is the test split, only printed), a callback that stops on val/*, a learning rate that
+    follows it, testing the checkpoint that did best on it, or a search minimising it. Each would report an
+    optimistic error. A ConfigError naming the choice and the fix; ``searching``: this is an Optuna multirun."""
+    metric = str(cfg.get("optimized_metric", ""))
+    if searching and metric.startswith("test/"):
+        raise ConfigError(f"the Optuna search minimises optimized_metric={metric}: it would tune on the test split; "
+                          "minimise a val/* metric (e.g. val/top1_err_best) of a held-out split")  # fmt: skip
+    data = cfg.get("data")
+    if not isinstance(data, DictConfig) or data.get("val_size") != 0:
+        return
+    on_test, held_out = (
+        "which with data.val_size=0 is the test split",
+        "or hold out a validation split (data.val_size>0)",
+    )
+    watching = {key: node for key, node in (cfg.get("callbacks") or {}).items()
+                if isinstance(node, DictConfig) and str(node.get("monitor", "")).startswith("val/")}  # fmt: skip
+    for key, node in watching.items():
+        if str(node.get("_target_", "")).endswith("EarlyStopping"):
+            raise ConfigError(f"callbacks.{key} stops on {node.monitor}, {on_test}: the epoch would be chosen on "
+                              f"test; set callbacks.{key}=null, {held_out}")  # fmt: skip
+    scheduler = cfg.get("scheduler")
+    if isinstance(scheduler, DictConfig) and str(scheduler.get("_target_", "")).endswith("ReduceLROnPlateau"):
+        raise ConfigError(f"scheduler=plateau lowers the learning rate when val/top1_err stops improving, {on_test}: "
+                          f"the schedule would follow test; use a fixed one (scheduler=multistep, step or none), "
+                          f"{held_out}")  # fmt: skip
+    if watching and cfg.get("test", True) and cfg.get("test_ckpt") == "best":
+        raise ConfigError(f"test_ckpt=best with data.val_size=0 tests the epoch that did best on the test split; set "
+                          f"test_ckpt=last, {held_out}")  # fmt: skip
+    if searching and metric.startswith("val/"):
+        raise ConfigError(f"the Optuna search minimises optimized_metric={metric}, {on_test}: it would tune on "
+                          f"test; {held_out.removeprefix('or ')}")  # fmt: skip
 
 
 def _check_writable(folder: Path) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import statistics
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
@@ -171,16 +172,34 @@ SEEDS_CAP = 10_000  # the seed counts below look no further
 POWER = 0.8  # the chance a planned number of seeds gives of excluding no effect, when the effect is as assumed
 
 
-def _half_widths(interval: Interval, ns: np.ndarray, power: float = 0.5) -> np.ndarray:
-    """For each seed count in ``ns`` (per variant) at the interval's observed spread: the t interval's half-width,
-    plus, for ``power`` above one half, the margin that gives that chance of the estimate landing far enough out."""
+def _t_terms(interval: Interval, ns: np.ndarray, scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """(degrees of freedom, standard error) of the interval's kind with ``ns`` seeds per variant, at its observed
+    spread times ``scale``."""
     if interval.method == "paired t":
-        df, se = ns - 1, interval.spreads[0] / np.sqrt(ns)
-    else:
-        va, vb = (s**2 / ns for s in interval.spreads)
-        df = np.where(va + vb > 0, (va + vb) ** 2 / np.maximum((va**2 + vb**2) / (ns - 1), 1e-300), ns - 1)
-        se = np.sqrt(va + vb)
-    return (stats.t.ppf(0.5 + LEVEL / 2, df) + stats.t.ppf(power, df)) * se
+        return ns - 1, scale * interval.spreads[0] / np.sqrt(ns)
+    va, vb = ((scale * s) ** 2 / ns for s in interval.spreads)
+    df = np.where(va + vb > 0, (va + vb) ** 2 / np.maximum((va**2 + vb**2) / (ns - 1), 1e-300), ns - 1)
+    return df, np.sqrt(va + vb)
+
+
+def _half_widths(interval: Interval, ns: np.ndarray) -> np.ndarray:
+    """The t interval's half-width with each seed count in ``ns`` (per variant), at the interval's observed spread."""
+    df, se = _t_terms(interval, ns)
+    return stats.t.ppf(0.5 + LEVEL / 2, df) * se
+
+
+def _power(interval: Interval, ns: np.ndarray, distance: float, floor: float, scale: float = 1.0) -> np.ndarray:
+    """The chance, with each seed count in ``ns``, that the interval lies wholly on the far side of no effect when the
+    true effect is ``distance`` away from it (the spread, times ``scale``, taken as known): its t statistic must pass
+    the critical value (noncentral t), and its estimate the measurement's resolution on that side, ``floor``."""
+    df, se = _t_terms(interval, ns, scale)
+    se = np.maximum(se, 1e-300)
+    critical = stats.t.ppf(0.5 + LEVEL / 2, df)
+    with warnings.catch_warnings():  # scipy warns where its series for far tails does not converge: NaN, replaced
+        warnings.simplefilter("ignore", RuntimeWarning)
+        exact = stats.nct.sf(critical, df, distance / se)
+    central = stats.t.cdf(distance / se - critical, df)  # where scipy's noncentral t gives no number (far tails)
+    return np.minimum(np.where(np.isnan(exact), central, exact), stats.t.cdf((distance - floor) / se, df))
 
 
 def seeds_needed(interval: Interval, gap: float, cap: int = SEEDS_CAP) -> int | None:
@@ -200,37 +219,36 @@ def seeds_needed(interval: Interval, gap: float, cap: int = SEEDS_CAP) -> int | 
 def _seeds_to_exclude_none(interval: Interval, claim: Claim) -> str:
     """What more seeds could do when the claim's band reaches no effect: for an effect of the claim's central size
     and of the measured size, the seeds per variant that give an 80 % chance of an interval excluding no effect at
-    the observed spread (t quantiles, the spread taken as known), or that an interval as wide as this one already
-    would."""
+    the observed spread, and the chance the runs made so far had; with a spread from under five degrees of freedom,
+    also the seeds needed if the spread is at its 80 % upper confidence bound."""
     if any(math.isnan(s) for s in interval.spreads) or interval.censored:
         return ""
-    floor = max(interval.resolution)
-    planned, already = [], []
-    for effect, what in (
-        (claim.centre, "if the effect is the claim's"),
-        (interval.estimate, "if the effect is the measured"),
-    ):
-        distance, shown = abs(effect - claim.none), f"{what} {claim.effect_text(effect)}"
-        near = interval.estimate - interval.low if effect > claim.none else interval.high - interval.estimate
-        if distance == 0:
-            planned.append(f"no number of seeds {shown}")
-        elif near < distance:
-            if interval.holds(effect):  # else the verdict says that the interval excludes it, which says more
-                already.append(f"an interval as wide as this one would already exclude no effect {shown}")
-        elif floor >= distance:
-            planned.append(f"no number of seeds {shown} (the measurement resolves {floor:.2g} at best)")
-        else:
-            ns = np.arange(2, SEEDS_CAP + 1)
-            enough = np.flatnonzero(_half_widths(interval, ns, POWER) < distance)
-            planned.append(f"about {ns[enough[0]]:,} {shown}" if enough.size else f"more than {SEEDS_CAP:,} {shown}")
-    text = ""
-    if planned:
-        spreads = [f"{s:.2g}" for s in interval.spreads]
-        spread = (f"sd of the paired differences {spreads[0]}, from {interval.n} pairs" if len(spreads) == 1
-                  else f"sds {' / '.join(spreads)}")  # fmt: skip
-        text += (f"; at the observed spread ({spread}), seeds per variant for an {POWER * 100:.0f} % chance of an "
-                 "interval that excludes no effect: " + ", ".join(planned))  # fmt: skip
-    return text + "".join(f"; {line}" for line in already)
+    ns = np.arange(2, SEEDS_CAP + 1)
+    paired = interval.method == "paired t"
+    df = interval.n - 1
+    upper = math.sqrt(df / stats.chi2.ppf(1 - POWER, df)) if paired and df < 5 else None  # sd's 80 % upper bound
+    planned = []
+    for effect, what in ((claim.centre, "the claim's"), (interval.estimate, "the measured")):
+        distance, shown = abs(effect - claim.none), f"if the effect is {what} {claim.effect_text(effect)}"
+        floor = interval.resolution[0] if effect > claim.none else interval.resolution[1]  # its side facing none
+        if distance == 0 or floor >= distance:
+            planned.append(f"no number of seeds {shown}" + (f" (the measurement resolves {floor:.2g} at best)"
+                                                              if distance else ""))  # fmt: skip
+            continue
+        needed = [
+            np.flatnonzero(_power(interval, ns, distance, floor, scale) >= POWER) for scale in (1.0, upper or 1.0)
+        ]
+        counts = [f"{ns[n[0]]:,}" if n.size else f"more than {SEEDS_CAP:,}" for n in needed]
+        so_far = float(_power(interval, np.array([interval.n]), distance, floor)[0])
+        line = f"{'' if needed[0].size == 0 else 'about '}{counts[0]} {shown} (the {interval.n} so far: {so_far * 100:.0f} %)"
+        if upper is not None:
+            line += f", {counts[1]} if the spread is at its 80 % upper bound"
+        planned.append(line)
+    spreads = [f"{s:.2g}" for s in interval.spreads]
+    spread = (f"sd of the paired differences {spreads[0]}, from {interval.n} pairs" if paired
+              else f"sds {' / '.join(spreads)}")  # fmt: skip
+    return (f"; at the observed spread ({spread}), seeds per variant for an {POWER * 100:.0f} % chance of an "
+            "interval that excludes no effect: " + "; ".join(planned))  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -273,11 +291,9 @@ def verdict(interval: Interval, claim: Claim) -> Verdict:
                 "so only an interval that excludes no effect can decide it")  # fmt: skip
         more += _seeds_to_exclude_none(interval, claim)
         if not interval.holds(claim.centre):  # what it does tell: the effect is not the claim's central figure
-            toward_none = (interval.high < claim.centre) == (claim.centre > claim.none)
-            end = interval.high if interval.high < claim.centre else interval.low
-            more += (f"; it does exclude the claim's central figure ({claim.effect_text(claim.centre)}): the effect, if "
-                     f"any, is {'smaller' if toward_none else 'larger'} in size (the interval ends at "
-                     f"{claim.effect_text(end)})")  # fmt: skip
+            side, end = ("below", interval.high) if interval.high < claim.centre else ("above", interval.low)
+            more += (f"; it does exclude the claim's central figure ({claim.effect_text(claim.centre)}): the effect is "
+                     f"{side} {claim.effect_text(end)}, where the interval ends")  # fmt: skip
     elif (needed := seeds_needed(interval, gap)) is not None:
         more = f"about {needed} seeds per variant would bring the interval's half-width under half the gap"
     else:

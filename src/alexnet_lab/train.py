@@ -44,7 +44,9 @@ def build(cfg: DictConfig, *run_callbacks: L.Callback) -> tuple[ClassificationDa
             f"data.batch_size={batch} (the global batch) does not split over {devices * nodes} devices; "
             f"use a multiple of {devices * nodes}"
         )
-    check_nothing_chosen_on_test(cfg)
+    hydra_cfg = HydraConfig.get() if HydraConfig.initialized() else None
+    runs.check_nothing_chosen_on_test(cfg, searching=hydra_cfg is not None and hydra_cfg.mode == RunMode.MULTIRUN
+                                      and runs.optuna_sweeper(hydra_cfg))  # fmt: skip
     datamodule = build_node(cfg, "data")
     if not isinstance(datamodule, ClassificationData):
         raise ConfigError(f"data._target_={cfg.data.get('_target_')} does not keep the data contract "
@@ -83,31 +85,6 @@ def build(cfg: DictConfig, *run_callbacks: L.Callback) -> tuple[ClassificationDa
     callbacks = build_nodes(cfg, "callbacks") + list(run_callbacks)
     trainer = build_node(cfg, "trainer", callbacks=callbacks, logger=build_nodes(cfg, "logger") or False)
     return datamodule, module, trainer
-
-
-def check_nothing_chosen_on_test(cfg: DictConfig) -> None:
-    """With ``data.val_size=0`` val/* is the test split, only printed: a callback that stops on it, testing the
-    checkpoint that did best on it, or a hyperparameter search minimising it would choose on test and report an
-    optimistic error. One line, and the fix."""
-    if cfg.data.get("val_size") != 0:
-        return
-    watching = {key: node for key, node in (cfg.get("callbacks") or {}).items()
-                if node and str(node.get("monitor", "")).startswith("val/")}  # fmt: skip
-    for key, node in watching.items():
-        if str(node.get("_target_", "")).endswith("EarlyStopping"):
-            raise ConfigError(f"callbacks.{key} stops on {node.monitor}, which with data.val_size=0 is the test split: "
-                              f"the epoch would be chosen on test; set callbacks.{key}=null, or hold out a validation "
-                              "split (data.val_size>0)")  # fmt: skip
-    if watching and cfg.get("test_ckpt") == "best":
-        raise ConfigError("test_ckpt=best with data.val_size=0 tests the epoch that did best on the test split; set "
-                          "test_ckpt=last, or hold out a validation split (data.val_size>0)")  # fmt: skip
-    hydra_cfg = HydraConfig.get() if HydraConfig.initialized() else None
-    searching = hydra_cfg is not None and hydra_cfg.mode == RunMode.MULTIRUN and "optuna" in str(
-        OmegaConf.select(hydra_cfg, "sweeper._target_", default="")).lower()  # fmt: skip
-    if searching and str(cfg.get("optimized_metric", "")).startswith("val/"):
-        raise ConfigError(f"the Optuna search minimises optimized_metric={cfg.optimized_metric}, which with "
-                          "data.val_size=0 is the test split: it would tune on test; hold out a validation split "
-                          "(data.val_size>0)")  # fmt: skip
 
 
 def check_input(net: torch.nn.Module, shape: tuple[int, ...], cfg: DictConfig) -> None:

@@ -118,12 +118,16 @@ def _stage_two(report: Report, row: Row) -> str:
 
 
 def val_is_test(report: Report) -> bool:
-    """Whether the runs validated on the test split (all training images trained): then val/* is only printed."""
+    """Whether the runs validated on the split they report as test (CIFAR-10 with data.val_size=0: every training
+    image trains; ImageNet with data.minival_per_class=0: no minival held out)."""
     jobs = [j for row in report.rows for j in row.jobs]
-    # metrics.json says it once a run finishes; before, its config does (data.val_size=0: no split held out)
-    splits = {j.val_split or ("test split" if (j.config.get("data") or {}).get("val_size") == 0 else "held out")
-              for j in jobs}  # fmt: skip
-    return bool(splits) and all(v.startswith("test split") for v in splits)
+
+    def split(job: Any) -> str:  # metrics.json says it once a run finishes; before, its config does
+        data = job.config.get("data") if isinstance(job.config.get("data"), dict) else {}
+        none_held = data.get("val_size") == 0 or data.get("minival_per_class") == 0
+        return job.val_split or ("test split" if none_held else "held out")
+
+    return bool(jobs) and all(split(j).startswith(("test split", "the val split")) for j in jobs)
 
 
 def _per_seed(report: Report) -> list[str]:
@@ -156,10 +160,12 @@ def to_markdown(report: Report) -> str:
     # ImageNet runs validate on a minival and evaluate the ILSVRC-2012 val split once, in Lightning's test stage
     imagenet = report.dataset == "imagenet"
     test_split = "ILSVRC-2012 val split (test/*: evaluated once at the end)" if imagenet else "test split"
+    on_test = val_is_test(report)  # val/* is the split reported as test
     if imagenet:
-        val_split = "minival (val/*: held out of train)"
+        val_split = "ILSVRC-2012 val split again (val/*: no minival held out)" if on_test else (
+            "minival (val/*: held out of train)")  # fmt: skip
     else:
-        val_split = "validation split"
+        val_split = "test split again (val/*: every training image trains)" if on_test else "validation split"
     title = f"# Ablation: {name}" if report.ablation else f"# Sweep: {name} (a plain multirun: no baseline or claim)"
     if report.small_budget:
         title += " (small budget: cannot decide the claims)"
@@ -174,11 +180,9 @@ def to_markdown(report: Report) -> str:
         compared = f" Δ is each row minus the first ({base}), as above." if len(report.rows) > 1 else ""
     finished = [j for row in report.rows for j in row.finished]
     validated = not finished or any("val/top1_err" in j.final for j in finished)  # none finished: not known yet
-    on_test = not imagenet and val_is_test(report)  # val/* is the test split again
-    chosen = [j for j in finished if j.tested == "chosen"] if on_test else []  # tested weights chosen on test
-    twice = on_test and all(j.tested == "final" for j in finished)  # the same figures as test/*: not shown twice
-    if on_test and not twice:
-        val_split = "test split again (val/*: every training image trains)"
+    chosen = [j for j in finished if j.val_choices] if on_test else []  # runs that chose on the split they report
+    # CIFAR-10 runs that chose nothing on it: val/* after the last epoch is the test figure itself, not shown twice
+    twice = on_test and not imagenet and not chosen and all(j.tested == "final" for j in finished)
     on_val = f" and the {val_split} ({report.protocols.get('val', 'one view')})" if validated else (
         " (no validation pass: val/* is empty)")  # fmt: skip
     tested = report.protocols.get("test", "one view")
@@ -198,11 +202,11 @@ def to_markdown(report: Report) -> str:
         "",
     ]
     if chosen:
-        warning = (f"**{len(chosen)} of {len(finished)} finished runs tested a checkpoint chosen on val/*, which is "
-                   "the test split here** (test_ckpt=best with data.val_size=0, which alexnet-train refuses since "
-                   "2026-12-02): their test errors are optimistic. Test each run's final weights instead: "
-                   "`alexnet-eval ckpt_path=<job>/checkpoints/last.ckpt`.")  # fmt: skip
-        lines += [warning, ""]
+        lines += [(f"**{len(chosen)} of {len(finished)} finished runs chose with val/*, which is the split reported "
+                   "as test here: their test errors are optimistic.** Run them again choosing nothing on it "
+                   "(alexnet-train refuses these choices with data.val_size=0 since 2026-12-02) or with a held-out "
+                   "split:"), ""]  # fmt: skip
+        lines += [f"- `{text(j.path.name)}`: " + "; ".join(text(c) for c in j.val_choices) for j in chosen] + [""]
     mark = report.ablation.get("milestone")
     references = any(row.reference for row in report.rows)
     header = ["variant", "finished / started", *(ERROR_NAMES[m] for m in errors), "Δ test top-1", "Δ test top-5",

@@ -54,9 +54,8 @@ class Job:
     experiment: str | None = None  # the experiment config it ran (Hydra's choice)
     test_images: int | None = None  # images in the test split it was tested on
     val_split: str | None = None  # what its val/* metrics were measured on (metrics.json's data.val_split)
-    tested: str = (
-        ""  # which weights its test figures are of: "final", "chosen" (a checkpoint picked on val/*), "" unknown
-    )
+    tested: str = ""  # which weights its test figures are of: "final", "chosen" (not its last.ckpt), "" unknown
+    val_choices: tuple[str, ...] = ()  # what it chose on val/* or tested besides its final weights, in words
     milestone_resolution: float = 0.0  # epochs within which its milestone crossing is known (one batch, or window)
     subset: dict[str, Any] = field(default_factory=dict)  # trainer limits that made it see part of its data (debug)
     divisors: dict[str, tuple[float, float]] = field(default_factory=dict)  # LRN layer -> (median, p99) divisor
@@ -168,6 +167,23 @@ def _tested(test_ckpt: Any) -> str:
     return "final" if test_ckpt == "weights at the end of training" or test_ckpt.endswith("last.ckpt") else "chosen"
 
 
+def _val_choices(config: dict[str, Any], test_ckpt: Any) -> tuple[str, ...]:
+    """What a run chose with its val/* figures (from its composed config: a callback that stopped on them, a learning
+    rate that followed them) and whether it tested other weights than its final ones (metrics.json's test_ckpt)."""
+    choices = []
+    if _tested(test_ckpt) == "chosen":
+        choices.append(f"tested {Path(str(test_ckpt)).name}, not its final weights")
+    callbacks = config.get("callbacks") if isinstance(config.get("callbacks"), dict) else {}
+    for key, node in callbacks.items():
+        stops = isinstance(node, dict) and str(node.get("_target_", "")).endswith("EarlyStopping")
+        if stops and str(node.get("monitor", "")).startswith("val/"):
+            choices.append(f"stopped early on {node['monitor']} (callbacks.{key})")
+    scheduler = config.get("scheduler")
+    if isinstance(scheduler, dict) and str(scheduler.get("_target_", "")).endswith("ReduceLROnPlateau"):
+        choices.append("lowered its learning rate when val/top1_err stopped improving (ReduceLROnPlateau)")
+    return tuple(choices)
+
+
 # where `alexnet-eval ckpt_path=<job>/checkpoints/last.ckpt hydra.run.dir=<job>/eval` writes its record
 EVALUATED = "eval/metrics.json"
 LAST = "checkpoints/last.ckpt"
@@ -271,6 +287,7 @@ def _read_job(path: Path) -> Job:
             test_images=data.get("test_images") if isinstance(data.get("test_images"), int) else None,
             val_split=str(data["val_split"]) if data.get("val_split") else None,
             tested=_tested(record.get("test_ckpt")),
+            val_choices=_val_choices(config, record.get("test_ckpt")),
             milestone_resolution=_milestone_resolution(record, config),
             subset={str(k): v for k, v in record["subset"].items() if isinstance(v, (bool, int, float, str))}
             if isinstance(record.get("subset"), dict)
