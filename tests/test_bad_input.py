@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import FAST, run_cli, write_batches
+from conftest import FAST, hydra_task, run_cli, write_batches
 from hydra.core.hydra_config import HydraConfig
 
 from alexnet_lab import cli, errors
@@ -111,6 +111,28 @@ def test_runs_that_choose_nothing_on_the_test_split_are_not_refused(overrides: l
     from alexnet_lab.runs import check_nothing_chosen_on_test
 
     check_nothing_chosen_on_test(composed(*overrides), searching=False)
+
+
+@pytest.mark.parametrize("search", [True, False])
+def test_a_failed_trial_is_told_to_optuna_as_failed(search: bool, tmp_path: Path) -> None:
+    """Optuna 2.10 stops the whole search when a trial returns NaN: in an Optuna multirun a failed job raises (told
+    FAIL, the search goes on: max_failure_rate), while other multiruns get NaN and go on to the next job. Either way
+    the job's record says why it failed."""
+    import json
+    import math
+
+    from alexnet_lab.train import hydra_main
+
+    overrides = [*(["hparams_search=cudaconvnet_optuna"] if search else []), "hydra.mode=MULTIRUN",
+                 f"data.path={tmp_path / 'missing'}", "trainer.accelerator=cpu"]  # fmt: skip
+    with hydra_task("train", overrides, tmp_path / "job") as cfg:
+        if search:
+            with pytest.raises(RuntimeError, match=f"trial failed: {tmp_path / 'job'}/metrics.json says why"):
+                hydra_main(cfg)
+        else:
+            assert math.isnan(hydra_main(cfg))
+    record = json.loads((tmp_path / "job" / "metrics.json").read_text())
+    assert record["status"] == "failed" and "no CIFAR-10 data at" in record["error"]
 
 
 def test_an_optuna_search_on_the_test_split_is_refused_before_any_trial(cli_env: dict, tmp_path: Path) -> None:

@@ -270,8 +270,14 @@ def test(cfg: DictConfig, trainer: L.Trainer, module: Classifier, datamodule: L.
 def hydra_main(cfg: DictConfig) -> float | None:
     cli.quiet_upstream()  # here too: a joblib launcher's worker processes run this function, not main()
     record = run_guarded(train, cfg)
-    # what Hydra sweepers (Optuna) minimise; NaN marks a failed trial without stopping the search
-    return record["final"].get(cfg.optimized_metric, math.nan) if record else math.nan
+    # what Hydra sweepers (Optuna) minimise; NaN marks a failed job, and other sweeps go on to the next one
+    value = record["final"].get(cfg.optimized_metric, math.nan) if record else math.nan
+    hydra_cfg = HydraConfig.get()
+    if math.isnan(value) and hydra_cfg.mode == RunMode.MULTIRUN and runs.optuna_sweeper(hydra_cfg):
+        # Optuna 2.10 stops the whole search when told NaN; a trial that raises is told FAIL and the search goes
+        # on (hydra.sweeper.max_failure_rate)
+        raise RuntimeError(f"trial failed: {hydra_cfg.runtime.output_dir}/metrics.json says why")
+    return value
 
 
 def main() -> None:
