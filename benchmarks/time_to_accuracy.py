@@ -2,7 +2,9 @@
 
 Runs ``alexnet-train`` with your overrides plus ``data.val_size=0`` (the validation pass is then the test split,
 evaluated after every epoch, as time-to-accuracy benchmarks do) and reads the per-epoch accuracy and its wall
-time from the run's TensorBoard events. Prints one JSON line.
+time from the run's TensorBoard events; unless your overrides name a scheduler or an experiment, a fixed learning
+rate (``scheduler=none``: the default plateau schedule would follow the test split, which alexnet-train refuses).
+Prints one JSON line.
 
     python benchmarks/time_to_accuracy.py --target 60 -- experiment=tutorial_cifar10
 """
@@ -26,7 +28,9 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for alexnet-train (after --)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as logs:
-        command = [str(Path(sys.executable).with_name("alexnet-train")), *args.overrides, "data.val_size=0", "test=false",
+        named = any(o.startswith(("scheduler=", "experiment=")) for o in args.overrides)
+        fixed = [] if named else ["scheduler=none"]
+        command = [str(Path(sys.executable).with_name("alexnet-train")), *fixed, *args.overrides, "data.val_size=0", "test=false",
                    "~callbacks.rich_progress_bar", "~callbacks.model_checkpoint",
                    "~callbacks.last_checkpoint"]  # fmt: skip
         subprocess.run(command, env=dict(os.environ, ALEXNET_LOG_DIR=logs), check=True)

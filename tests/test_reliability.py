@@ -136,7 +136,7 @@ def test_last_ckpt_is_the_newest_epoch_even_when_it_is_not_the_best(lab: dict) -
     """Ranking checkpoints on the highest error makes the first epoch the best one for good: last.ckpt must still
     follow every epoch, and with val = test (val_size=0) testing it reproduces the final epoch's val error."""
     run_cli("alexnet-train", *RUN, "name=worst", "callbacks.model_checkpoint.mode=max", "data.val_size=0",
-            "test_ckpt=last", env=lab["env"], cwd=lab["tmp"])  # fmt: skip
+            "test_ckpt=last", "scheduler=none", env=lab["env"], cwd=lab["tmp"])  # fmt: skip
     folder, result = run_dir(lab["tmp"], "worst"), record(lab["tmp"], "worst")
     last = torch.load(folder / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     (best,) = [p for p in (folder / "checkpoints").glob("epoch*.ckpt")]
