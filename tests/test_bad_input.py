@@ -135,6 +135,26 @@ def test_a_failed_trial_is_told_to_optuna_as_failed(search: bool, tmp_path: Path
     assert record["status"] == "failed" and "no CIFAR-10 data at" in record["error"]
 
 
+@pytest.mark.parametrize(
+    "task, params, swept",
+    [
+        (["data.val_size=5000,10000", "test_ckpt=best"], {}, True),  # the jobs' own values decide: they check
+        (["data=cifar10,imagenet"], {}, True),
+        (["scheduler=none,plateau"], {}, True),
+        (["seed=1,2", "data.val_size=0"], {}, False),  # nothing the check reads is swept: refused at the start
+        ([], {"optimizer.lr": "interval(0.001, 0.1)", "data.batch_size": "choice(64, 128)"}, False),
+        ([], {"data.val_size": "choice(0, 5000)"}, True),
+    ],
+)
+def test_the_sweeps_start_leaves_swept_choices_to_the_jobs(task: list[str], params: dict, swept: bool) -> None:
+    from omegaconf import OmegaConf
+
+    from alexnet_lab.runs import _sweeps_what_the_check_reads
+
+    config = OmegaConf.create({"hydra": {"overrides": {"task": task}, "sweeper": {"params": params}}})
+    assert _sweeps_what_the_check_reads(config) is swept
+
+
 def test_an_optuna_search_on_the_test_split_is_refused_before_any_trial(cli_env: dict, tmp_path: Path) -> None:
     """In a job the refusal would only fail that trial (and Optuna 2.10 then stops on the failed trial's value):
     the sweep's own process refuses it first, in one line, and no job dir is made."""

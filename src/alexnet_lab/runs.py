@@ -168,8 +168,9 @@ class RunDirGuard(Callback):
             _check_free(run_dir)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        try:  # here, once, before any job: in a job the error would only fail that trial
-            check_nothing_chosen_on_test(config, searching=optuna_sweeper(config.hydra))
+        try:  # here, once, before any job (in a job it would only fail that trial), unless a swept value decides it
+            if not _sweeps_what_the_check_reads(config):
+                check_nothing_chosen_on_test(config, searching=optuna_sweeper(config.hydra))
         except ConfigError as err:
             _refuse(str(err))
         sweep = Path(str(config.hydra.sweep.dir))  # may itself be a link (a sweep kept on scratch): its jobs may not
@@ -183,6 +184,32 @@ class RunDirGuard(Callback):
 def optuna_sweeper(hydra_cfg: DictConfig) -> bool:
     """Whether Hydra's sweeper is Optuna's: a multirun that searches, minimising ``optimized_metric``."""
     return "optuna" in str(OmegaConf.select(hydra_cfg, "sweeper._target_", default="")).lower()
+
+
+CHECKED = (
+    "data.val_size",
+    "scheduler",
+    "callbacks",
+    "test",
+    "test_ckpt",
+    "optimized_metric",
+    "experiment",
+    "hparams_search",
+)
+
+
+def _sweeps_what_the_check_reads(config: DictConfig) -> bool:
+    """Whether a command-line sweep or the sweeper's params set a key the test-split check reads: the config a
+    multirun starts with has none of their values, so only the jobs can tell."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    task = [str(o) for o in OmegaConf.select(config, "hydra.overrides.task", default=None) or []]
+    swept = {
+        o.key_or_group.lstrip("+~") for o in OverridesParser.create().parse_overrides(task) if o.is_sweep_override()
+    }
+    swept |= {str(k) for k in OmegaConf.select(config, "hydra.sweeper.params", default=None) or {}}
+    keys = {key.split("@")[0].removeprefix("/").replace("/", ".") for key in swept}  # group/option -> group.option
+    return any(k == c or c.startswith(f"{k}.") or k.startswith(f"{c}.") for k in keys for c in CHECKED)
 
 
 def check_nothing_chosen_on_test(cfg: DictConfig, searching: bool) -> None:

@@ -121,13 +121,15 @@ def val_is_test(report: Report) -> bool:
     """Whether the runs validated on the split they report as test (CIFAR-10 with data.val_size=0: every training
     image trains; ImageNet with data.minival_per_class=0: no minival held out)."""
     jobs = [j for row in report.rows for j in row.jobs]
+    return bool(jobs) and all(validated_on_test(j) for j in jobs)
 
-    def split(job: Any) -> str:  # metrics.json says it once a run finishes; before, its config does
-        data = job.config.get("data") if isinstance(job.config.get("data"), dict) else {}
-        none_held = data.get("val_size") == 0 or data.get("minival_per_class") == 0
-        return job.val_split or ("test split" if none_held else "held out")
 
-    return bool(jobs) and all(split(j).startswith(("test split", "the val split")) for j in jobs)
+def validated_on_test(job: Any) -> bool:
+    """Whether a run's val/* was the split it reports as test (metrics.json says it once the run finishes; before,
+    its config does)."""
+    data = job.config.get("data") if isinstance(job.config.get("data"), dict) else {}
+    none_held = data.get("val_size") == 0 or data.get("minival_per_class") == 0
+    return (job.val_split or ("test split" if none_held else "held out")).startswith(("test split", "the val split"))
 
 
 def _per_seed(report: Report) -> list[str]:
@@ -180,7 +182,7 @@ def to_markdown(report: Report) -> str:
         compared = f" Δ is each row minus the first ({base}), as above." if len(report.rows) > 1 else ""
     finished = [j for row in report.rows for j in row.finished]
     validated = not finished or any("val/top1_err" in j.final for j in finished)  # none finished: not known yet
-    chosen = [j for j in finished if j.val_choices] if on_test else []  # runs that chose on the split they report
+    chosen = [j for j in finished if j.val_choices and validated_on_test(j)]  # chose on the split they report
     # CIFAR-10 runs that chose nothing on it: val/* after the last epoch is the test figure itself, not shown twice
     twice = on_test and not imagenet and not chosen and all(j.tested == "final" for j in finished)
     on_val = f" and the {val_split} ({report.protocols.get('val', 'one view')})" if validated else (
@@ -202,8 +204,8 @@ def to_markdown(report: Report) -> str:
         "",
     ]
     if chosen:
-        lines += [(f"**{len(chosen)} of {len(finished)} finished runs chose with val/*, which is the split reported "
-                   "as test here: their test errors are optimistic.** Run them again choosing nothing on it "
+        lines += [(f"**{len(chosen)} of {len(finished)} finished runs chose with val/*, which was the split they "
+                   "report as test: their test errors are optimistic.** Run them again choosing nothing on it "
                    "(alexnet-train refuses these choices with data.val_size=0 since 2026-12-02) or with a held-out "
                    "split:"), ""]  # fmt: skip
         lines += [f"- `{text(j.path.name)}`: " + "; ".join(text(c) for c in j.val_choices) for j in chosen] + [""]

@@ -167,7 +167,7 @@ def _tested(test_ckpt: Any) -> str:
     return "final" if test_ckpt == "weights at the end of training" or test_ckpt.endswith("last.ckpt") else "chosen"
 
 
-def _val_choices(config: dict[str, Any], test_ckpt: Any) -> tuple[str, ...]:
+def _val_choices(config: dict[str, Any], test_ckpt: Any, epochs: Any, cap: Any) -> tuple[str, ...]:
     """What a run chose with its val/* figures (from its composed config: a callback that stopped on them, a learning
     rate that followed them) and whether it tested other weights than its final ones (metrics.json's test_ckpt)."""
     choices = []
@@ -176,11 +176,13 @@ def _val_choices(config: dict[str, Any], test_ckpt: Any) -> tuple[str, ...]:
     callbacks = config.get("callbacks") if isinstance(config.get("callbacks"), dict) else {}
     for key, node in callbacks.items():
         stops = isinstance(node, dict) and str(node.get("_target_", "")).endswith("EarlyStopping")
-        if stops and str(node.get("monitor", "")).startswith("val/"):
-            choices.append(f"stopped early on {node['monitor']} (callbacks.{key})")
+        ran_all = _number(epochs) is not None and _number(cap) is not None and epochs >= cap  # it never stopped
+        if stops and str(node.get("monitor", "")).startswith("val/") and not ran_all:
+            ran = f"ran {epochs} of {cap} epochs" if _number(epochs) is not None and _number(cap) else "epochs unknown"
+            choices.append(f"could stop early on {node['monitor']} (callbacks.{key}; {ran})")
     scheduler = config.get("scheduler")
     if isinstance(scheduler, dict) and str(scheduler.get("_target_", "")).endswith("ReduceLROnPlateau"):
-        choices.append("lowered its learning rate when val/top1_err stopped improving (ReduceLROnPlateau)")
+        choices.append("its learning rate followed val/top1_err (ReduceLROnPlateau)")
     return tuple(choices)
 
 
@@ -287,7 +289,7 @@ def _read_job(path: Path) -> Job:
             test_images=data.get("test_images") if isinstance(data.get("test_images"), int) else None,
             val_split=str(data["val_split"]) if data.get("val_split") else None,
             tested=_tested(record.get("test_ckpt")),
-            val_choices=_val_choices(config, record.get("test_ckpt")),
+            val_choices=_val_choices(config, record.get("test_ckpt"), record.get("epochs"), trainer.get("max_epochs")),
             milestone_resolution=_milestone_resolution(record, config),
             subset={str(k): v for k, v in record["subset"].items() if isinstance(v, (bool, int, float, str))}
             if isinstance(record.get("subset"), dict)
