@@ -155,17 +155,34 @@ def test_the_sweeps_start_leaves_swept_choices_to_the_jobs(task: list[str], para
     assert _sweeps_what_the_check_reads(config) is swept
 
 
-def test_an_optuna_search_on_the_test_split_is_refused_before_any_trial(cli_env: dict, tmp_path: Path) -> None:
-    """In a job the refusal would only fail that trial (and Optuna 2.10 then stops on the failed trial's value):
-    the sweep's own process refuses it first, in one line, and no job dir is made."""
-    proc = run_cli("alexnet-train", "-m", "hparams_search=cudaconvnet_optuna", "data.val_size=0", "test_ckpt=last",
-                   "scheduler=none", f"hydra.sweep.dir={tmp_path / 'sweep'}", env=cli_env, cwd=tmp_path,
-                   check=False)  # fmt: skip
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (
+            ["data.val_size=0", "test_ckpt=last", "scheduler=none"],
+            (
+                "the Optuna search minimises optimized_metric=val/top1_err_best, which with data.val_size=0 is the test "
+                "split: it would tune on test; hold out a validation split (data.val_size>0)"
+            ),
+        ),
+        (  # every trial would train, then fail for want of the figure
+            ["optimized_metric=val/top1_error"],
+            (
+                "optimized_metric=val/top1_error is not a figure a run records; minimise one of val/top1_err_best, "
+                "val/top1_err, val/top5_err, val/loss, train/top1_err, train/loss"
+            ),
+        ),
+    ],
+)
+def test_an_optuna_search_that_cannot_work_is_refused_before_any_trial(
+    overrides: list[str], message: str, cli_env: dict, tmp_path: Path
+) -> None:
+    """In a job the refusal would only fail that trial (and the search would fail each one alike): the sweep's own
+    process refuses it first, in one line, and no job dir is made."""
+    proc = run_cli("alexnet-train", "-m", "hparams_search=cudaconvnet_optuna", *overrides,
+                   f"hydra.sweep.dir={tmp_path / 'sweep'}", env=cli_env, cwd=tmp_path, check=False)  # fmt: skip
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert proc.stderr.strip().splitlines()[-1] == (
-        "error: the Optuna search minimises optimized_metric=val/top1_err_best, which with data.val_size=0 is the "
-        "test split: it would tune on test; hold out a validation split (data.val_size>0)"
-    )
+    assert proc.stderr.strip().splitlines()[-1] == f"error: {message}"
     assert not list((tmp_path / "sweep").glob("*/.hydra"))  # no trial started
 
 
@@ -198,6 +215,13 @@ def test_an_optuna_search_on_the_test_split_is_refused_before_any_trial(cli_env:
         (
             ["hparams_search=cudaconvnet_optuna", "hydra.mode=MULTIRUN", "optimized_metric=test/top1_err"],
             "the Optuna search minimises optimized_metric=test/top1_err: it would tune on the test split",
+        ),
+        (
+            ["hparams_search=cudaconvnet_optuna", "hydra.mode=MULTIRUN", "optimized_metric=val/top1_error"],
+            (
+                "optimized_metric=val/top1_error is not a figure a run records; minimise one of val/top1_err_best, "
+                "val/top1_err, val/top5_err, val/loss, train/top1_err, train/loss"
+            ),
         ),
     ],
 )

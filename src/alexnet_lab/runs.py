@@ -171,6 +171,8 @@ class RunDirGuard(Callback):
         try:  # here, once, before any job (in a job it would only fail that trial), unless a swept value decides it
             if not _sweeps_what_the_check_reads(config):
                 check_nothing_chosen_on_test(config, searching=optuna_sweeper(config.hydra))
+                if optuna_sweeper(config.hydra):
+                    check_search_metric(config)
         except ConfigError as err:
             _refuse(str(err))
         sweep = Path(str(config.hydra.sweep.dir))  # may itself be a link (a sweep kept on scratch): its jobs may not
@@ -184,6 +186,20 @@ class RunDirGuard(Callback):
 def optuna_sweeper(hydra_cfg: DictConfig) -> bool:
     """Whether Hydra's sweeper is Optuna's: a multirun that searches, minimising ``optimized_metric``."""
     return "optuna" in str(OmegaConf.select(hydra_cfg, "sweeper._target_", default="")).lower()
+
+
+# what an Optuna search can minimise: the measured figures every run's record keeps under "final" (module.py logs
+# them; test/* would tune on the test split, train/lr is set rather than measured)
+SEARCHABLE = ("val/top1_err_best", "val/top1_err", "val/top5_err", "val/loss", "train/top1_err", "train/loss")
+
+
+def check_search_metric(cfg: DictConfig) -> None:
+    """An Optuna search minimises a figure every run records: a misspelt ``optimized_metric`` would fail each
+    trial after it has trained. A ConfigError naming the figures it can minimise."""
+    metric = str(cfg.get("optimized_metric", ""))
+    if metric not in SEARCHABLE and not metric.startswith("test/"):  # test/*: check_nothing_chosen_on_test says why
+        raise ConfigError(f"optimized_metric={metric} is not a figure a run records; minimise one of "
+                          f"{', '.join(SEARCHABLE)}")  # fmt: skip
 
 
 CHECKED = (

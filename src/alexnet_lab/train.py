@@ -45,8 +45,10 @@ def build(cfg: DictConfig, *run_callbacks: L.Callback) -> tuple[ClassificationDa
             f"use a multiple of {devices * nodes}"
         )
     hydra_cfg = HydraConfig.get() if HydraConfig.initialized() else None
-    runs.check_nothing_chosen_on_test(cfg, searching=hydra_cfg is not None and hydra_cfg.mode == RunMode.MULTIRUN
-                                      and runs.optuna_sweeper(hydra_cfg))  # fmt: skip
+    searching = hydra_cfg is not None and hydra_cfg.mode == RunMode.MULTIRUN and runs.optuna_sweeper(hydra_cfg)
+    runs.check_nothing_chosen_on_test(cfg, searching=searching)
+    if searching:
+        runs.check_search_metric(cfg)
     datamodule = build_node(cfg, "data")
     if not isinstance(datamodule, ClassificationData):
         raise ConfigError(f"data._target_={cfg.data.get('_target_')} does not keep the data contract "
@@ -276,7 +278,12 @@ def hydra_main(cfg: DictConfig) -> float | None:
     if math.isnan(value) and hydra_cfg.mode == RunMode.MULTIRUN and runs.optuna_sweeper(hydra_cfg):
         # Optuna 2.10 stops the whole search when told NaN; a trial that raises is told FAIL and the search goes
         # on (hydra.sweeper.max_failure_rate)
-        raise RuntimeError(f"trial failed: {hydra_cfg.runtime.output_dir}/metrics.json says why")
+        why = (
+            f"its record has no {cfg.optimized_metric}"
+            if record
+            else f"{hydra_cfg.runtime.output_dir}/metrics.json says why"
+        )
+        raise RuntimeError(f"trial failed: {why}")
     return value
 
 
