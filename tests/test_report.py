@@ -734,6 +734,34 @@ def test_the_curves_zoom_into_the_last_fifth_of_the_epochs(tmp_path: Path, epoch
     assert [len(line.get_xdata()) for line in main.lines] == [20, 20]
 
 
+def test_a_curve_is_read_from_the_jobs_own_event_files_up_to_a_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A resumed run's later file wins for an epoch logged twice; an event file linked in from elsewhere is not read,
+    and a job whose events are larger than any run's curves has none (reading them would stall the report)."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    from alexnet_lab.report import sweep as sweep_module
+
+    sweep = fake_sweep(tmp_path / "sweep", LRN_CLAIM, [({"model": "base", "seed": 1}, {"test/top1_err": 20.0}, 3)])
+    (job_dir,) = sweep.glob("*_seed-*")
+    for number, values in enumerate(([50.0, 40.0, 35.0], [None, 30.0, 25.0])):  # the second: resumed at epoch 2
+        with SummaryWriter(str(job_dir), filename_suffix=f".{number}") as writer:
+            for epoch, value in enumerate(values):
+                if value is not None:
+                    writer.add_scalar("val/top1_err", value, epoch)
+    elsewhere = tmp_path / "elsewhere"
+    with SummaryWriter(str(elsewhere)) as writer:
+        writer.add_scalar("val/top1_err", 99.0, 7)
+    (linked,) = elsewhere.glob("events.out.tfevents.*")
+    (job_dir / f"{linked.name}.9").symlink_to(linked)
+    (job,) = [j for row in build_report(sweep).rows for j in row.jobs]
+    assert job.curve("val/top1_err") == [50.0, 30.0, 25.0]
+    monkeypatch.setattr(sweep_module, "EVENTS_CAP", 100)
+    assert job.curve("val/top1_err") == []
+    assert "its TensorBoard events hold 0 MiB, more than a run's curves" in caplog.text
+
+
 def test_the_report_lists_each_seeds_pair(tmp_path: Path) -> None:
     """Behind every mean and interval: each finished run's errors by seed, and the paired difference."""
     jobs = [({"model.norm": "rnorm", "seed": s}, {"test/top1_err": e, "test/top5_err": 1.0}, 140)
