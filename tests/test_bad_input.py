@@ -149,10 +149,126 @@ def test_a_failed_trial_is_told_to_optuna_as_failed(search: bool, tmp_path: Path
 def test_the_sweeps_start_leaves_swept_choices_to_the_jobs(task: list[str], params: dict, swept: bool) -> None:
     from omegaconf import OmegaConf
 
-    from alexnet_lab.runs import _sweeps_what_the_check_reads
+    from alexnet_lab.runs import CHECKED, _sweeps_what_the_check_reads
 
     config = OmegaConf.create({"hydra": {"overrides": {"task": task}, "sweeper": {"params": params}}})
-    assert _sweeps_what_the_check_reads(config) is swept
+    assert _sweeps_what_the_check_reads(config, CHECKED) is swept
+
+
+@pytest.mark.parametrize(
+    "task, swept",
+    [
+        (["data.val_size=100,200"], False),  # the metric check reads no data key: it still runs at the start
+        (["optimized_metric=val/loss,train/loss"], True),
+        (["trainer.limit_val_batches=0,1.0"], True),
+        (["callbacks=default,[default,milestone_stop]"], True),
+    ],
+)
+def test_the_search_metric_check_leaves_only_its_own_swept_keys_to_the_jobs(task: list[str], swept: bool) -> None:
+    from omegaconf import OmegaConf
+
+    from alexnet_lab.runs import SEARCH_CHECKED, _sweeps_what_the_check_reads
+
+    config = OmegaConf.create({"hydra": {"overrides": {"task": task}, "sweeper": {"params": {}}}})
+    assert _sweeps_what_the_check_reads(config, SEARCH_CHECKED) is swept
+
+
+@pytest.mark.parametrize(
+    "overrides, metric, names",
+    [
+        ([], "val/top1_err", "val/top1_err_best, val/top1_err, val/top5_err, val/loss, train/top1_err, train/loss"),
+        (["trainer.limit_val_batches=0"], "train/loss", "train/top1_err, train/loss"),
+        (["trainer.max_epochs=3", "trainer.check_val_every_n_epoch=5"], "train/top1_err", "train/top1_err, train/loss"),
+        (["trainer.max_epochs=5", "trainer.check_val_every_n_epoch=5"], "val/loss", None),  # validates at epoch 5
+        (
+            ["experiment=activation_ablation"],
+            "milestone/epochs",
+            ("train/top1_err, train/loss, milestone/epochs, milestone/seconds"),
+        ),  # validation off: the runs race to a training error
+    ],
+)
+def test_a_search_may_optimise_what_its_runs_record(
+    overrides: list[str], metric: str, names: str | None, composed
+) -> None:
+    """Figure 1's learning-rate search minimises epochs to the milestone; with validation off, val/* is never
+    measured. Each list is what those runs record."""
+    from alexnet_lab.runs import check_search_metric, searchable
+
+    cfg = composed(*overrides, f"optimized_metric={metric}")
+    check_search_metric(cfg)
+    if names is not None:
+        assert ", ".join(searchable(cfg)) == names
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (
+            ["optimized_metric=val/top1_error"],
+            (
+                "optimized_metric=val/top1_error is not a figure these runs record; optimise one of val/top1_err_best, "
+                "val/top1_err, val/top5_err, val/loss, train/top1_err, train/loss"
+            ),
+        ),
+        (
+            ["trainer.limit_val_batches=0"],
+            (
+                "optimized_metric=val/top1_err_best is never measured: trainer.limit_val_batches=0 turns validation off; "
+                "turn it on, or optimise one of train/top1_err, train/loss"
+            ),
+        ),
+        (
+            ["trainer.max_epochs=3", "trainer.check_val_every_n_epoch=5"],
+            (
+                "optimized_metric=val/top1_err_best is never measured: trainer.check_val_every_n_epoch=5 with "
+                "trainer.max_epochs=3 turns validation off"
+            ),
+        ),
+        (
+            ["optimized_metric=milestone/epochs"],  # no milestone callback: never recorded
+            "optimized_metric=milestone/epochs is not a figure these runs record; optimise one of val/top1_err_best",
+        ),
+    ],
+)
+def test_a_search_on_a_figure_its_runs_never_record_is_refused(overrides: list[str], message: str, composed) -> None:
+    from alexnet_lab.errors import ConfigError
+    from alexnet_lab.runs import check_search_metric
+
+    with pytest.raises(ConfigError) as err:
+        check_search_metric(composed("hparams_search=cudaconvnet_optuna", *overrides))
+    assert str(err.value).startswith(message)
+
+
+def test_a_search_on_imagenets_val_split_without_a_minival_is_refused(composed) -> None:
+    """With data.minival_per_class=0 val/* is the ILSVRC val split the runs report: a single run may follow it (the
+    paper's schedule did), a search may not tune on it."""
+    from alexnet_lab.errors import ConfigError
+    from alexnet_lab.runs import check_nothing_chosen_on_test
+
+    cfg = composed("data=imagenet", "data.minival_per_class=0")
+    check_nothing_chosen_on_test(cfg, searching=False)
+    with pytest.raises(ConfigError, match=r"optimized_metric=val/top1_err_best, which with data.minival_per_class=0 "
+                       r"is the val split it reports: it would tune on it; hold out a minival"):  # fmt: skip
+        check_nothing_chosen_on_test(cfg, searching=True)
+
+
+@pytest.mark.parametrize(
+    "record, metric, why",
+    [
+        (None, "val/top1_err_best", "/run/metrics.json says why"),
+        ({"final": {"train/loss": 1.0}}, "val/top1_err_best", "the run finished but recorded no val/top1_err_best"),
+        (
+            {"final": {}},
+            "milestone/epochs",
+            ("the run finished but recorded no milestone/epochs (it never reached its milestone)"),
+        ),
+        ({"final": {"val/loss": float("nan")}}, "val/loss", "its val/loss is NaN"),
+    ],
+)
+def test_a_trial_without_a_value_says_why(record: dict | None, metric: str, why: str) -> None:
+    from alexnet_lab.train import trial_failure
+
+    assert trial_failure(record, metric, "/run") == why
 
 
 @pytest.mark.parametrize(
@@ -165,10 +281,10 @@ def test_the_sweeps_start_leaves_swept_choices_to_the_jobs(task: list[str], para
                 "split: it would tune on test; hold out a validation split (data.val_size>0)"
             ),
         ),
-        (  # every trial would train, then fail for want of the figure
-            ["optimized_metric=val/top1_error"],
+        (  # every trial would train, then fail for want of the figure; a swept key it does not read changes nothing
+            ["optimized_metric=val/top1_error", "data.val_size=100,200"],
             (
-                "optimized_metric=val/top1_error is not a figure a run records; minimise one of val/top1_err_best, "
+                "optimized_metric=val/top1_error is not a figure these runs record; optimise one of val/top1_err_best, "
                 "val/top1_err, val/top5_err, val/loss, train/top1_err, train/loss"
             ),
         ),
@@ -219,7 +335,7 @@ def test_an_optuna_search_that_cannot_work_is_refused_before_any_trial(
         (
             ["hparams_search=cudaconvnet_optuna", "hydra.mode=MULTIRUN", "optimized_metric=val/top1_error"],
             (
-                "optimized_metric=val/top1_error is not a figure a run records; minimise one of val/top1_err_best, "
+                "optimized_metric=val/top1_error is not a figure these runs record; optimise one of val/top1_err_best, "
                 "val/top1_err, val/top5_err, val/loss, train/top1_err, train/loss"
             ),
         ),

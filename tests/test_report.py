@@ -745,11 +745,13 @@ def test_a_curve_is_read_from_the_jobs_own_event_files_up_to_a_size(
 
     sweep = fake_sweep(tmp_path / "sweep", LRN_CLAIM, [({"model": "base", "seed": 1}, {"test/top1_err": 20.0}, 3)])
     (job_dir,) = sweep.glob("*_seed-*")
-    for number, values in enumerate(([50.0, 40.0, 35.0], [None, 30.0, 25.0])):  # the second: resumed at epoch 2
-        with SummaryWriter(str(job_dir), filename_suffix=f".{number}") as writer:
+    for count, values in ((9, [50.0, 40.0, 35.0]), (10, [None, 30.0, 25.0])):  # the second: resumed at epoch 2
+        with SummaryWriter(str(tmp_path / "w"), filename_suffix=".x") as writer:
             for epoch, value in enumerate(values):
                 if value is not None:
                     writer.add_scalar("val/top1_err", value, epoch)
+        (written,) = (tmp_path / "w").glob("*.x")  # named as in the same second by one process: 10 after 9
+        written.rename(job_dir / f"events.out.tfevents.1796250242.vm.4242.{count}")
     elsewhere = tmp_path / "elsewhere"
     with SummaryWriter(str(elsewhere)) as writer:
         writer.add_scalar("val/top1_err", 99.0, 7)

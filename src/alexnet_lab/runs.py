@@ -169,10 +169,10 @@ class RunDirGuard(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:  # here, once, before any job (in a job it would only fail that trial), unless a swept value decides it
-            if not _sweeps_what_the_check_reads(config):
+            if not _sweeps_what_the_check_reads(config, CHECKED):
                 check_nothing_chosen_on_test(config, searching=optuna_sweeper(config.hydra))
-                if optuna_sweeper(config.hydra):
-                    check_search_metric(config)
+            if optuna_sweeper(config.hydra) and not _sweeps_what_the_check_reads(config, SEARCH_CHECKED):
+                check_search_metric(config)
         except ConfigError as err:
             _refuse(str(err))
         sweep = Path(str(config.hydra.sweep.dir))  # may itself be a link (a sweep kept on scratch): its jobs may not
@@ -188,22 +188,50 @@ def optuna_sweeper(hydra_cfg: DictConfig) -> bool:
     return "optuna" in str(OmegaConf.select(hydra_cfg, "sweeper._target_", default="")).lower()
 
 
-# what an Optuna search can minimise: the measured figures every run's record keeps under "final" (module.py logs
+# what an Optuna search can optimise, among the figures a run records under "final" (module.py and callbacks.py log
 # them; test/* would tune on the test split, train/lr is set rather than measured)
-SEARCHABLE = ("val/top1_err_best", "val/top1_err", "val/top5_err", "val/loss", "train/top1_err", "train/loss")
+TRAIN_FIGURES = ("train/top1_err", "train/loss")
+VAL_FIGURES = ("val/top1_err_best", "val/top1_err", "val/top5_err", "val/loss")  # while validation runs
+MILESTONE_FIGURES = ("milestone/epochs", "milestone/seconds")  # with callbacks.milestone_stop, once it is reached
+
+
+def validates(cfg: DictConfig) -> str | None:
+    """None if the runs validate; else the trainer setting that turns validation off, as ``key=value``."""
+    trainer = cfg.get("trainer") or {}
+    limit, every, epochs = (trainer.get(k) for k in ("limit_val_batches", "check_val_every_n_epoch", "max_epochs"))
+    if limit is not None and not isinstance(limit, bool) and limit == 0:
+        return f"trainer.limit_val_batches={limit}"
+    if isinstance(every, int) and isinstance(epochs, int) and 0 <= epochs < every:
+        return f"trainer.check_val_every_n_epoch={every} with trainer.max_epochs={epochs}"
+    return None
+
+
+def searchable(cfg: DictConfig) -> tuple[str, ...]:
+    """The figures every run of ``cfg`` records that an Optuna search may optimise: train/*, val/* while validation
+    runs, milestone/* with the milestone callback (a run that never reaches the milestone fails its trial)."""
+    callbacks = cfg.get("callbacks") or {}
+    milestone = any(isinstance(node, DictConfig) and str(node.get("_target_", "")).endswith("MilestoneStop")
+                    for node in callbacks.values())  # fmt: skip
+    return (() if validates(cfg) else VAL_FIGURES) + TRAIN_FIGURES + (MILESTONE_FIGURES if milestone else ())
 
 
 def check_search_metric(cfg: DictConfig) -> None:
-    """An Optuna search minimises a figure every run records: a misspelt ``optimized_metric`` would fail each
-    trial after it has trained. A ConfigError naming the figures it can minimise."""
-    metric = str(cfg.get("optimized_metric", ""))
-    if metric not in SEARCHABLE and not metric.startswith("test/"):  # test/*: check_nothing_chosen_on_test says why
-        raise ConfigError(f"optimized_metric={metric} is not a figure a run records; minimise one of "
-                          f"{', '.join(SEARCHABLE)}")  # fmt: skip
+    """An Optuna search optimises a figure its runs record: a misspelt ``optimized_metric``, or val/* with validation
+    off, would fail each trial after it has trained. A ConfigError naming the figures it can optimise."""
+    metric, names = str(cfg.get("optimized_metric", "")), searchable(cfg)
+    if metric in names or metric.startswith("test/"):  # test/*: check_nothing_chosen_on_test says why
+        return
+    if metric in VAL_FIGURES:
+        raise ConfigError(f"optimized_metric={metric} is never measured: {validates(cfg)} turns validation off; "
+                          f"turn it on, or optimise one of {', '.join(names)}")  # fmt: skip
+    raise ConfigError(
+        f"optimized_metric={metric} is not a figure these runs record; optimise one of {', '.join(names)}"
+    )
 
 
 CHECKED = (
     "data.val_size",
+    "data.minival_per_class",
     "scheduler",
     "callbacks",
     "test",
@@ -214,8 +242,11 @@ CHECKED = (
 )
 
 
-def _sweeps_what_the_check_reads(config: DictConfig) -> bool:
-    """Whether a command-line sweep or the sweeper's params set a key the test-split check reads: the config a
+SEARCH_CHECKED = ("optimized_metric", "trainer", "callbacks", "experiment", "hparams_search")  # check_search_metric's
+
+
+def _sweeps_what_the_check_reads(config: DictConfig, checked: tuple[str, ...]) -> bool:
+    """Whether a command-line sweep or the sweeper's params set a key a check reads (``checked``): the config a
     multirun starts with has none of their values, so only the jobs can tell."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -225,7 +256,7 @@ def _sweeps_what_the_check_reads(config: DictConfig) -> bool:
     }
     swept |= {str(k) for k in OmegaConf.select(config, "hydra.sweeper.params", default=None) or {}}
     keys = {key.split("@")[0].removeprefix("/").replace("/", ".") for key in swept}  # group/option -> group.option
-    return any(k == c or c.startswith(f"{k}.") or k.startswith(f"{c}.") for k in keys for c in CHECKED)
+    return any(k == c or c.startswith(f"{k}.") or k.startswith(f"{c}.") for k in keys for c in checked)
 
 
 def check_nothing_chosen_on_test(cfg: DictConfig, searching: bool) -> None:
@@ -238,6 +269,10 @@ def check_nothing_chosen_on_test(cfg: DictConfig, searching: bool) -> None:
         raise ConfigError(f"the Optuna search minimises optimized_metric={metric}: it would tune on the test split; "
                           "minimise a val/* metric (e.g. val/top1_err_best) of a held-out split")  # fmt: skip
     data = cfg.get("data")
+    if searching and metric.startswith("val/") and isinstance(data, DictConfig) and data.get("minival_per_class") == 0:
+        raise ConfigError(f"the Optuna search minimises optimized_metric={metric}, which with data.minival_per_class=0 "
+                          "is the val split it reports: it would tune on it; hold out a minival "
+                          "(data.minival_per_class>0)")  # fmt: skip
     if not isinstance(data, DictConfig) or data.get("val_size") != 0:
         return
     on_test, held_out = (

@@ -278,13 +278,18 @@ def hydra_main(cfg: DictConfig) -> float | None:
     if math.isnan(value) and hydra_cfg.mode == RunMode.MULTIRUN and runs.optuna_sweeper(hydra_cfg):
         # Optuna 2.10 stops the whole search when told NaN; a trial that raises is told FAIL and the search goes
         # on (hydra.sweeper.max_failure_rate)
-        why = (
-            f"its record has no {cfg.optimized_metric}"
-            if record
-            else f"{hydra_cfg.runtime.output_dir}/metrics.json says why"
-        )
-        raise RuntimeError(f"trial failed: {why}")
+        raise RuntimeError(f"trial failed: {trial_failure(record, cfg.optimized_metric, hydra_cfg.runtime.output_dir)}")
     return value
+
+
+def trial_failure(record: dict | None, metric: str, run_dir: str) -> str:
+    """Why a search's trial has no value: the run failed (its record says why), or it finished without the figure."""
+    if not record:
+        return f"{run_dir}/metrics.json says why"
+    if metric not in record["final"]:
+        reached = " (it never reached its milestone)" if metric.startswith("milestone/") else ""
+        return f"the run finished but recorded no {metric}{reached}"
+    return f"its {metric} is NaN"
 
 
 def main() -> None:

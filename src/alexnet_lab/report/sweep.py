@@ -37,7 +37,8 @@ def _number(value: Any) -> float | None:
         return None
 
 
-EVENTS_CAP = 128 << 20  # bytes of TensorBoard events read per job (a 140-epoch CIFAR-10 run's take 0.45 MB)
+EVENTS_CAP = 32 << 20  # bytes of TensorBoard events read per job: a 140-epoch CIFAR-10 run's take 0.45 MB, and
+# TensorBoard parses about 3 MB/s here, so a job at the cap costs the report about 10 s
 
 
 @dataclass
@@ -70,7 +71,8 @@ class Job:
         scalars take about 3 kB an epoch, so more is not a curve, and reading it would stall the report."""
         from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-        files = sorted(p for p in self.path.glob("events.out.tfevents.*") if not p.is_symlink() and p.is_file())
+        files = sorted((p for p in self.path.glob("events.out.tfevents.*") if not p.is_symlink() and p.is_file()),
+                       key=_numbers_as_numbers)  # fmt: skip
         size = sum(p.stat().st_size for p in files)
         if size > EVENTS_CAP:
             log.warning("%s: its TensorBoard events hold %d MiB, more than a run's curves; left out of the curves",
@@ -78,7 +80,7 @@ class Job:
             return []
         logging.getLogger("tensorboard").setLevel(logging.WARNING)  # not a line per event file it opens
         by_step: dict[int, float] = {}
-        for path in files:  # in name order, which starts with the time it was opened: a resumed run's file is later
+        for path in files:  # by the time each was opened (then pid, count): a resumed run's file comes later
             events = EventAccumulator(str(path), size_guidance={"scalars": 0})
             events.Reload()
             if metric in events.Tags()["scalars"]:
@@ -94,6 +96,12 @@ class Job:
         if MILESTONE in self.final:
             return self.final[MILESTONE], True
         return float(self.epochs or 0), False
+
+
+def _numbers_as_numbers(path: Path) -> list[Any]:
+    """An event file's sort key: its name (events.out.tfevents.<time>.<host>.<pid>.<count>) with each run of digits
+    compared as a number, so count 10 follows count 9."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", path.name)]
 
 
 _REFERENCE = re.compile(r"\$\{([\w.]+)\}")  # ${a.b.c}: another key of the same config, no resolver
