@@ -164,9 +164,12 @@ def test_a_kill_after_an_epoch_that_was_not_the_best_resumes_from_that_epoch(lab
     saved = torch.load(last, map_location="cpu", weights_only=True)["epoch"]
     (best,) = (folder / "checkpoints").glob("epoch*.ckpt")
     assert saved >= 1 and best.name.startswith("epoch001-")
+    killed = record(lab["tmp"], "notbest")  # no SIGTERM, no interrupted record: what the last epoch end wrote
+    assert killed["status"] == "running" and killed["epochs"] >= saved and killed["seconds"] > 0
     run_cli("alexnet-train", "ckpt_path=last", "name=notbest", env=lab["env"], cwd=lab["tmp"])
     resumed = record(lab["tmp"], "notbest")
     assert resumed["status"] == "finished" and resumed["resumed_from"] == str(last)
+    assert resumed["seconds"] > killed["seconds"]  # the killed attempt's training time is kept, the resumed one's added
     files = sorted(folder.glob("events.out.tfevents.*"))  # events.out.tfevents.<time>.<host>.<pid>.<n>
     killed_pid = files[0].name.split(".")[-2]
     trained_again = 0
