@@ -135,6 +135,22 @@ def test_a_failed_trial_is_told_to_optuna_as_failed(search: bool, tmp_path: Path
     assert record["status"] == "failed" and "no CIFAR-10 data at" in record["error"]
 
 
+def test_a_search_whose_every_trial_failed_ends_in_one_line_and_a_report(cli_env: dict, tmp_path: Path) -> None:
+    """Optuna's sweeper asks for the best trial at the end and raises when none completed: the search ends instead
+    with one line pointing to the report, which lists why each trial failed."""
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    sweep = tmp_path / "sweep"
+    proc = run_cli("alexnet-train", "-m", "hparams_search=cudaconvnet_optuna", "hydra.sweeper.n_trials=2",
+                   f"data.path={tmp_path / 'missing'}", f"hydra.sweep.dir={sweep}", env=cli_env, cwd=tmp_path,
+                   check=False)  # fmt: skip
+    assert proc.returncode == 2 and "No trials are completed yet" not in proc.stdout + proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: every trial of the Optuna search failed (2 of 2); why, per trial: {sweep / 'report.md'}"
+    )
+    report = (sweep / "report.md").read_text()
+    assert report.count(f"(failed): no CIFAR-10 data at {tmp_path / 'missing'}") == 2
+
+
 @pytest.mark.parametrize(
     "task, params, swept",
     [

@@ -18,7 +18,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from alexnet_lab.report.analysis import Report, build_report
@@ -63,7 +65,34 @@ def write_report(sweep: Path) -> str:
 
 
 class ReportCallback(Callback):
-    """Writes the report at the end of every multirun; a failing report never fails the sweep."""
+    """Writes the report at the end of every multirun; a failing report never fails the sweep.
+
+    An Optuna search whose every trial failed never gets to its end (the sweeper asks Optuna for the best trial,
+    which raises): after its last trial the report is written and the search ends in one ``error:`` line, exit 2.
+    Counted where the trials run in this process (the basic launcher) and the study is new (in memory)."""
+
+    def __init__(self) -> None:
+        self.trials = self.failed = 0
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self.trials = self.failed = 0
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        hydra = config.hydra
+        if (
+            hydra.mode != RunMode.MULTIRUN
+            or "optuna" not in str(hydra.sweeper.get("_target_", "")).lower()
+            or not str(hydra.launcher.get("_target_", "")).endswith("BasicLauncher")
+            or hydra.sweeper.get("storage") is not None
+        ):
+            return
+        self.trials += 1
+        self.failed += job_return.status == JobStatus.FAILED
+        if self.trials == hydra.sweeper.get("n_trials") and self.failed == self.trials:
+            self.on_multirun_end(config)
+            print(f"error: every trial of the Optuna search failed ({self.trials} of {self.trials}); why, per trial: "
+                  f"{Path(hydra.sweep.dir) / 'report.md'}", file=sys.stderr)  # fmt: skip
+            sys.exit(2)  # not an Exception: it passes Hydra's handler, which would print a traceback
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep = Path(config.hydra.sweep.dir)
