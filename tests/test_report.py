@@ -212,7 +212,18 @@ def test_optuna_search_minimises_the_returned_metric(cli_env: dict, tmp_path: Pa
     results = OmegaConf.load(folder / "optimization_results.yaml")
     assert results.best_value == pytest.approx(min(t["final"]["val/top1_err_best"] for t in trials), abs=1e-4)
     assert 1e-3 <= results.best_params["optimizer.lr"] <= 0.1
-    assert (folder / "report.md").exists()
+    # the report ranks the trials by what the search minimised, and says how to estimate the winner's error
+    report = (folder / "report.md").read_text()
+    assert report.splitlines()[0] == f"# Search: {folder.name} (Optuna, minimising val/top1_err_best)"
+    ranked = [line.split(" | ") for line in report.splitlines() if line.startswith(("| 1 | `", "| 2 | `"))]
+    by_job = {p.parent.name.split("_")[0]: t["final"]["val/top1_err_best"] for p, t in
+              zip(sorted(folder.glob("*/metrics.json")), trials, strict=True)}  # fmt: skip
+    assert [float(row[2]) for row in ranked] == pytest.approx(sorted(by_job.values()), abs=1e-3)
+    assert [float(row[2]) for row in ranked] == pytest.approx([by_job[row[1].strip("`")] for row in ranked], abs=1e-3)
+    best_lr = results.best_params["optimizer.lr"]
+    seeds = {str(t["seed"]) for t in trials}
+    estimate = f"seed={','.join([str(s) for s in range(1, 10) if str(s) not in seeds][:5])}"
+    assert f"optimizer.lr={best_lr}" in report and estimate in report and "Per seed" not in report
 
 
 # ------------------------------------------------------------------------------------ constructed sweeps

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from alexnet_lab.protocols import PROTOCOLS
-from alexnet_lab.report.sweep import Job, load_jobs, project_ablation, variant_keys
+from alexnet_lab.report.sweep import Job, Search, load_jobs, project_ablation, search_of, variant_keys
 from alexnet_lab.stats import Claim, Interval, Verdict, compare, verdict
 
 ERRORS = ("test/top1_err", "test/top5_err", "val/top1_err", "val/top5_err")
@@ -116,6 +116,7 @@ class Report:
     tuning: list[tuple[str, str, str]] = field(default_factory=list)  # (variant, tuned setting, outcome)
     selection_seeds: list[str] = field(default_factory=list)  # the seeds that chose the tuned settings
     unchosen: list[Job] = field(default_factory=list)  # runs that only served the choice (other settings, selection)
+    search: Search | None = None  # an Optuna search: its trials are ranked, not compared with a baseline
 
     @property
     def failed(self) -> list[Job]:
@@ -145,7 +146,8 @@ def _shaped(ablation: Any) -> dict[str, Any]:
         out["name"] = str(out["name"])
     if isinstance(out.get("milestone"), dict) and not isinstance(out["milestone"].get("below"), (int, float)):
         out.pop("milestone")
-    out["tune"] = [str(k) for k in out.get("tune", [])]
+    if "tune" in out:
+        out["tune"] = [str(k) for k in out["tune"]]
     return out
 
 
@@ -238,7 +240,7 @@ def build_report(sweep: Path) -> Report:
     keys = [k for k in all_keys if k not in tune]
     report = Report(
         sweep, keys, [], None, _dataset(jobs[0].config), ablation, claims=parse_claims(ablation.get("claims")),
-        protocols=_protocols(jobs[0].config), experiment=experiment,
+        protocols=_protocols(jobs[0].config), experiment=experiment, search=search_of(jobs),
     )  # fmt: skip
     report.budget = str(config.get("budget")) if ablation.get("budgets") and config.get("budget") is not None else None
     epochs = (ablation.get("budgets") or {}).get(report.budget)

@@ -117,6 +117,50 @@ def _stage_two(report: Report, row: Row) -> str:
     return f"alexnet-train -m {experiment}{budget}{settings} seed={','.join(map(str, seeds))} hydra.sweep.dir={report.sweep}"
 
 
+def _search(report: Report) -> list[str]:
+    """An Optuna search's finished trials ranked by the figure it optimised, and what the best one's test error is."""
+    if report.search is None:
+        return []
+    metric, sign = report.search.metric, -1.0 if report.search.direction == "maximize" else 1.0
+    trials = [(job.final[metric], row, job) for row in report.rows for job in row.finished
+              if isinstance(job.final.get(metric), (int, float)) and not math.isnan(job.final[metric])]  # fmt: skip
+    trials.sort(key=lambda t: (sign * t[0], t[2].path.name))
+    started = sum(len(row.jobs) for row in report.rows)
+
+    def setting(value: str) -> str:
+        try:
+            return f"{float(value):.4g}"
+        except ValueError:
+            return value
+
+    lines = [f"## The search: finished trials ranked by {text(metric)} ({report.search.direction})", ""]
+    if not trials:
+        return [*lines, f"No trial of the {started} started has finished with {text(metric)} yet.", ""]
+    lines += [
+        f"| rank | trial | {text(metric)} | val top-1 | test top-1 | epochs | settings |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for number, (value, row, job) in enumerate(trials, 1):
+        settings = ", ".join(f"{k}={setting(str(v))}" for k, v in row.values.items())
+        figures = [f"{job.final[m]:.2f}" if m in job.final else "-" for m in ("val/top1_err", "test/top1_err")]
+        lines.append(f"| {number} | `{text(job.path.name.split('_')[0])}` | {value:.4g} | {' | '.join(figures)} | "
+                     f"{job.epochs if job.epochs is not None else '-'} | {text(settings)} |")  # fmt: skip
+    best, used = trials[0], {str(job.seed) for row in report.rows for job in row.jobs}
+    seeds = ",".join([str(s) for s in range(1, 1000) if str(s) not in used][:5])  # none the search ran
+    command = " ".join(f"{k}={v}" for k, v in best[1].values.items())
+    lines += [
+        "",
+        (
+            f"{len(trials)} of {started} trials ranked. The best trial's test error is one run, chosen among "
+            f"{len(trials)} on {text(metric)}: no interval, and the choice favours a lucky seed. For an estimate, run "
+            f"its settings on seeds the search did not use: `alexnet-train -m {text(command)} seed={seeds}` (trial "
+            f"`{text(best[2].path.name)}`)."
+        ),
+        "",
+    ]
+    return lines
+
+
 def val_is_test(report: Report) -> bool:
     """Whether the runs validated on the split they report as test (CIFAR-10 with data.val_size=0: every training
     image trains; ImageNet with data.minival_per_class=0: no minival held out)."""
@@ -169,6 +213,9 @@ def to_markdown(report: Report) -> str:
     else:
         val_split = "test split again (val/*: every training image trains)" if on_test else "validation split"
     title = f"# Ablation: {name}" if report.ablation else f"# Sweep: {name} (a plain multirun: no baseline or claim)"
+    if report.search and not report.ablation:
+        way = "maximising" if report.search.direction == "maximize" else "minimising"
+        title = f"# Search: {name} (Optuna, {way} {text(report.search.metric)})"
     if report.small_budget:
         title += " (small budget: cannot decide the claims)"
     elif report.budget:
@@ -180,6 +227,8 @@ def to_markdown(report: Report) -> str:
     )
     if not report.ablation:
         compared = f" Δ is each row minus the first ({base}), as above." if len(report.rows) > 1 else ""
+    if report.search:  # trials are ranked below, not compared
+        compared = " Δ is each trial minus the first; the ranking below is what the search went by."
     finished = [j for row in report.rows for j in row.finished]
     validated = not finished or any("val/top1_err" in j.final for j in finished)  # none finished: not known yet
     chosen = [j for j in finished if j.val_choices and validated_on_test(j)]  # chose on the split they report
@@ -209,6 +258,7 @@ def to_markdown(report: Report) -> str:
                    "(alexnet-train refuses these choices with data.val_size=0 since 2026-12-02) or with a held-out "
                    "split:"), ""]  # fmt: skip
         lines += [f"- `{text(j.path.name)}`: " + "; ".join(text(c) for c in j.val_choices) for j in chosen] + [""]
+    lines += _search(report)
     mark = report.ablation.get("milestone")
     references = any(row.reference for row in report.rows)
     header = ["variant", "finished / started", *(ERROR_NAMES[m] for m in errors), "Δ test top-1", "Δ test top-5",
@@ -239,7 +289,7 @@ def to_markdown(report: Report) -> str:
     if references:
         lines += ["", ("Published figures are single runs on the original CIFAR-10; this copy is a JPEG re-encoding "
                   "(quality about 75), so absolute errors are expected a little higher; differences are comparable.")]  # fmt: skip
-    lines += _per_seed(report)
+    lines += [] if report.search else _per_seed(report)  # a search's trials each ran their own seed
     if report.tuning:
         tune = ", ".join(f"`{k}`" for k in report.ablation["tune"])
         seeds = ", ".join(report.selection_seeds) or "none"

@@ -340,6 +340,34 @@ def load_jobs(sweep: Path) -> list[Job]:
     return sorted(jobs, key=lambda job: (number(job), job.path.name))
 
 
+@dataclass
+class Search:
+    """A sweep that was an Optuna search: the figure its trials were ranked by, and which way."""
+
+    metric: str
+    direction: str  # minimize | maximize
+
+
+def search_of(jobs: list[Job]) -> Search | None:
+    """The Optuna search a sweep ran, as its first job's ``.hydra/hydra.yaml`` records the sweeper (Optuna's sweeper
+    writes no ``multirun.yaml``), ranking by the job's ``optimized_metric``; read as data."""
+    path = jobs[0].path / ".hydra" / "hydra.yaml" if jobs else None
+    if path is None or not path.is_file() or path.is_symlink():
+        return None
+    try:
+        sweeper = plain_get(OmegaConf.to_container(OmegaConf.load(path), resolve=False), "hydra.sweeper")
+    except BAD_FILE:
+        return None
+    metric = jobs[0].config.get("optimized_metric")
+    if (
+        not isinstance(sweeper, dict)
+        or "optuna" not in str(sweeper.get("_target_")).lower()
+        or not isinstance(metric, str)
+    ):
+        return None
+    return Search(metric, "maximize" if sweeper.get("direction") == "maximize" else "minimize")
+
+
 def variant_keys(sweep: Path, jobs: list[Job]) -> list[str]:
     """What the sweep varies, besides the seed: the swept keys named in ``multirun.yaml`` (sweeper params and
     command-line sweeps), else the override keys whose values differ between jobs."""
