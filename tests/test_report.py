@@ -226,6 +226,27 @@ def test_optuna_search_minimises_the_returned_metric(cli_env: dict, tmp_path: Pa
     assert f"optimizer.lr={best_lr}" in report and estimate in report and "Per seed" not in report
 
 
+def test_a_search_is_read_from_its_trials_hydra_config(tmp_path: Path) -> None:
+    """Optuna's sweeper writes no multirun.yaml: a trial's .hydra/hydra.yaml says it was a search, which way (a
+    one-element direction list too) and what it searched, including keys every trial happened to set alike."""
+    from omegaconf import OmegaConf
+
+    from alexnet_lab.report.sweep import Job, Search, search_of
+
+    (tmp_path / "0_x" / ".hydra").mkdir(parents=True)
+    sweeper = {"_target_": "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper", "direction": ["maximize"],
+               "params": {"data.batch_size": "choice(64)", "optimizer.lr": "interval(0.001, 0.1)"}}  # fmt: skip
+    hydra = {"hydra": {"sweeper": sweeper, "runtime": {"choices": {"hparams_search": "cudaconvnet_optuna"}}}}
+    OmegaConf.save(hydra, tmp_path / "0_x" / ".hydra" / "hydra.yaml")
+    job = Job(tmp_path / "0_x", {}, "finished", config={"optimized_metric": "val/top1_err_best"})
+    assert search_of([job]) == Search(
+        "val/top1_err_best", "maximize", ["data.batch_size", "optimizer.lr"], "cudaconvnet_optuna"
+    )
+    sweeper["_target_"] = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+    OmegaConf.save(hydra, tmp_path / "0_x" / ".hydra" / "hydra.yaml")
+    assert search_of([job]) is None
+
+
 # ------------------------------------------------------------------------------------ constructed sweeps
 
 

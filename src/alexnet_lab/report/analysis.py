@@ -235,12 +235,13 @@ def build_report(sweep: Path) -> Report:
     source = next((j for j in jobs if j.config.get("ablation")), jobs[0])
     config, experiment = source.config, source.experiment
     ablation = _shaped({**_shaped(config.get("ablation")), **(project_ablation(experiment) if experiment else {})})
-    all_keys = variant_keys(sweep, jobs)
+    search = search_of(jobs)
+    all_keys = search.params if search and search.params else variant_keys(sweep, jobs)  # a search: what it searched
     tune = [k for k in ablation.get("tune") or [] if k in all_keys]
     keys = [k for k in all_keys if k not in tune]
     report = Report(
         sweep, keys, [], None, _dataset(jobs[0].config), ablation, claims=parse_claims(ablation.get("claims")),
-        protocols=_protocols(jobs[0].config), experiment=experiment, search=search_of(jobs),
+        protocols=_protocols(jobs[0].config), experiment=experiment, search=search,
     )  # fmt: skip
     report.budget = str(config.get("budget")) if ablation.get("budgets") and config.get("budget") is not None else None
     epochs = (ablation.get("budgets") or {}).get(report.budget)

@@ -124,7 +124,7 @@ def _search(report: Report) -> list[str]:
     metric, sign = report.search.metric, -1.0 if report.search.direction == "maximize" else 1.0
     trials = [(job.final[metric], row, job) for row in report.rows for job in row.finished
               if isinstance(job.final.get(metric), (int, float)) and not math.isnan(job.final[metric])]  # fmt: skip
-    trials.sort(key=lambda t: (sign * t[0], t[2].path.name))
+    trials.sort(key=lambda t: (sign * t[0], _number(t[2])))
     started = sum(len(row.jobs) for row in report.rows)
 
     def setting(value: str) -> str:
@@ -145,20 +145,27 @@ def _search(report: Report) -> list[str]:
         figures = [f"{job.final[m]:.2f}" if m in job.final else "-" for m in ("val/top1_err", "test/top1_err")]
         lines.append(f"| {number} | `{text(job.path.name.split('_')[0])}` | {value:.4g} | {' | '.join(figures)} | "
                      f"{job.epochs if job.epochs is not None else '-'} | {text(settings)} |")  # fmt: skip
-    best, used = trials[0], {str(job.seed) for row in report.rows for job in row.jobs}
+    best, used = trials[0][2], {str(job.seed) for row in report.rows for job in row.jobs}
     seeds = ",".join([str(s) for s in range(1, 1000) if str(s) not in used][:5])  # none the search ran
-    command = " ".join(f"{k}={v}" for k, v in best[1].values.items())
+    fixed = f"conf/hparams_search/{report.search.config}.yaml" if report.search.config else "the search's config"
     lines += [
         "",
         (
             f"{len(trials)} of {started} trials ranked. The best trial's test error is one run, chosen among "
-            f"{len(trials)} on {text(metric)}: no interval, and the choice favours a lucky seed. For an estimate, run "
-            f"its settings on seeds the search did not use: `alexnet-train -m {text(command)} seed={seeds}` (trial "
-            f"`{text(best[2].path.name)}`)."
+            f"{len(trials)} on {text(metric)}: no interval, and the choice favours a lucky seed. For an estimate, "
+            f"train its settings (every override in `{text(best.path.name)}/.hydra/overrides.yaml` but "
+            f"hparams_search and seed, with what {text(fixed)} fixes outside `hydra:`, e.g. in an experiment "
+            f"config) on seeds the search did not use, e.g. seed={seeds}."
         ),
         "",
     ]
     return lines
+
+
+def _number(job: Any) -> int:
+    """A job's number in its sweep (the ``<n>_`` its dir name starts with), for ordering ties."""
+    head = job.path.name.split("_")[0]
+    return int(head) if head.isdigit() else 0
 
 
 def val_is_test(report: Report) -> bool:

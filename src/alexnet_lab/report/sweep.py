@@ -342,10 +342,12 @@ def load_jobs(sweep: Path) -> list[Job]:
 
 @dataclass
 class Search:
-    """A sweep that was an Optuna search: the figure its trials were ranked by, and which way."""
+    """A sweep that was an Optuna search: the figure its trials were ranked by, which way, and what it searched."""
 
     metric: str
     direction: str  # minimize | maximize
+    params: list[str]  # the keys of hydra.sweeper.params: every trial sets them, equal or not
+    config: str | None  # the hparams_search config it ran (Hydra's choice), which fixes the rest
 
 
 def search_of(jobs: list[Job]) -> Search | None:
@@ -355,17 +357,27 @@ def search_of(jobs: list[Job]) -> Search | None:
     if path is None or not path.is_file() or path.is_symlink():
         return None
     try:
-        sweeper = plain_get(OmegaConf.to_container(OmegaConf.load(path), resolve=False), "hydra.sweeper")
+        hydra = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
     except BAD_FILE:
         return None
-    metric = jobs[0].config.get("optimized_metric")
+    sweeper, metric = plain_get(hydra, "hydra.sweeper"), jobs[0].config.get("optimized_metric")
     if (
         not isinstance(sweeper, dict)
         or "optuna" not in str(sweeper.get("_target_")).lower()
         or not isinstance(metric, str)
     ):
         return None
-    return Search(metric, "maximize" if sweeper.get("direction") == "maximize" else "minimize")
+    direction = sweeper.get("direction")
+    if isinstance(direction, list) and len(direction) == 1:  # a one-objective study may name its direction in a list
+        direction = direction[0]
+    params = sweeper.get("params") if isinstance(sweeper.get("params"), dict) else {}
+    choice = plain_get(hydra, "hydra.runtime.choices.hparams_search")
+    return Search(
+        metric,
+        "maximize" if str(direction).lower() in ("maximize", "studydirection.maximize") else "minimize",
+        [str(k) for k in params if re.fullmatch(r"[\w.@/+~-]+", str(k))],
+        choice if isinstance(choice, str) and re.fullmatch(r"[\w-]+", choice) else None,
+    )
 
 
 def variant_keys(sweep: Path, jobs: list[Job]) -> list[str]:
