@@ -124,7 +124,7 @@ def _search(report: Report) -> list[str]:
     metric, sign = report.search.metric, -1.0 if report.search.direction == "maximize" else 1.0
     trials = [(job.final[metric], row, job) for row in report.rows for job in row.finished
               if isinstance(job.final.get(metric), (int, float)) and not math.isnan(job.final[metric])]  # fmt: skip
-    trials.sort(key=lambda t: (sign * t[0], _number(t[2])))
+    trials.sort(key=lambda t: (sign * t[0], t[2].number))
     started = sum(len(row.jobs) for row in report.rows)
 
     def setting(value: str) -> str:
@@ -143,7 +143,7 @@ def _search(report: Report) -> list[str]:
     for number, (value, row, job) in enumerate(trials, 1):
         settings = ", ".join(f"{k}={setting(str(v))}" for k, v in row.values.items())
         figures = [f"{job.final[m]:.2f}" if m in job.final else "-" for m in ("val/top1_err", "test/top1_err")]
-        lines.append(f"| {number} | `{text(job.path.name.split('_')[0])}` | {value:.4g} | {' | '.join(figures)} | "
+        lines.append(f"| {number} | `{job.number}` | {value:.4g} | {' | '.join(figures)} | "
                      f"{job.epochs if job.epochs is not None else '-'} | {text(settings)} |")  # fmt: skip
     best, used = trials[0][2], {str(job.seed) for row in report.rows for job in row.jobs}
     seeds = ",".join([str(s) for s in range(1, 1000) if str(s) not in used][:5])  # none the search ran
@@ -160,12 +160,6 @@ def _search(report: Report) -> list[str]:
         "",
     ]
     return lines
-
-
-def _number(job: Any) -> int:
-    """A job's number in its sweep (the ``<n>_`` its dir name starts with), for ordering ties."""
-    head = job.path.name.split("_")[0]
-    return int(head) if head.isdigit() else 0
 
 
 def val_is_test(report: Report) -> bool:

@@ -88,6 +88,12 @@ class Job:
         return [by_step[s] for s in sorted(by_step)]
 
     @property
+    def number(self) -> int:
+        """Its number in the sweep (the ``<n>_`` its dir name starts with; 0 if none)."""
+        head = self.path.name.split("_", 1)[0]
+        return int(head) if head.isdigit() else 0
+
+    @property
     def milestone_epochs(self) -> tuple[float, bool] | None:
         """(epochs to the milestone, reached?): a finished run that never got there counts its epochs as a lower
         bound; None for unfinished runs."""
@@ -332,12 +338,7 @@ def load_jobs(sweep: Path) -> list[Job]:
             log.warning("skipped %s: a link, which could lead outside the sweep", path)
             continue
         jobs.append(_read_job(path))
-
-    def number(job: Job) -> int:
-        head = job.path.name.split("_", 1)[0]
-        return int(head) if head.isdigit() else 0
-
-    return sorted(jobs, key=lambda job: (number(job), job.path.name))
+    return sorted(jobs, key=lambda job: (job.number, job.path.name))
 
 
 @dataclass
